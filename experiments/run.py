@@ -1,0 +1,32 @@
+"""Train one method (or, with -m, several) and log it to MLflow.
+
+    python experiments/run.py                                   # TRAPO on the embedded default
+    python experiments/run.py -m method=trapo,grpo,sft_rl       # a comparison
+    python experiments/run.py -m method=trapo,grpo preset=smoke # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from trapo.trainer import Trainer
+
+    out_dir = HydraConfig.get().runtime.output_dir
+    final = Trainer(cfg, out_dir).run()
+    print(" ".join(f"{k}={v:.3f}" for k, v in final.items()))
+    return final.get("valid/accuracy", final.get("eval/avg_accuracy", 0.0))
+
+
+if __name__ == "__main__":
+    main()

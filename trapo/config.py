@@ -1,0 +1,50 @@
+"""Checks on a resolved run config, done before any work starts (bad values fail with their key)."""
+
+from __future__ import annotations
+
+from trapo.guidance import PRESETS
+from trapo.losses import PREFIX_LOSSES
+
+
+def _fail(key: str, msg: str) -> None:
+    raise ValueError(f"config {key}: {msg}")
+
+
+def validate_config(cfg) -> None:
+    m = cfg.method
+    if float(m.alpha) < 0:
+        _fail("method.alpha", f"the trust region alpha must be >= 0, got {m.alpha}")
+    if float(m.gamma) <= 0:
+        _fail("method.gamma", f"must be > 0, got {m.gamma}")
+    if m.prefix_loss not in PREFIX_LOSSES:
+        _fail("method.prefix_loss", f"must be one of {PREFIX_LOSSES}, got {m.prefix_loss!r}")
+    if m.guidance not in ("none", "adaptive"):
+        _fail("method.guidance", f"must be 'none' or 'adaptive', got {m.guidance!r}")
+    if not 0.0 <= float(m.sft_fraction) <= 1.0:
+        _fail("method.sft_fraction", f"must lie in [0, 1], got {m.sft_fraction}")
+    if cfg.guidance.preset not in PRESETS:
+        _fail("guidance.preset", f"must be one of {sorted(PRESETS)}, got {cfg.guidance.preset!r}")
+    t = cfg.train
+    for key in ("steps", "prompts_per_step", "group_size", "micro_batch_size"):
+        if int(t[key]) < 1:
+            _fail(f"train.{key}", f"must be >= 1, got {t[key]}")
+    if float(t.lr) <= 0:
+        _fail("train.lr", f"must be > 0, got {t.lr}")
+    if t.on_nonfinite not in ("stop", "skip"):
+        _fail("train.on_nonfinite", f"must be 'stop' or 'skip', got {t.on_nonfinite!r}")
+    if int(cfg.rollout.max_new_tokens) < 1:
+        _fail("rollout.max_new_tokens", f"must be >= 1, got {cfg.rollout.max_new_tokens}")
+    if float(cfg.rollout.temperature) < 0:
+        _fail("rollout.temperature", f"must be >= 0, got {cfg.rollout.temperature}")
+    if cfg.resume not in ("auto", "never"):
+        _fail("resume", f"must be 'auto' or 'never', got {cfg.resume!r}")
+    # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds)
+    from trapo.trainer import guidance_schedule
+
+    try:
+        sched = guidance_schedule(cfg)
+    except ValueError as e:
+        raise ValueError(f"config {e}") from None
+    if m.guidance == "adaptive" and sched.group_size != int(t.group_size):
+        _fail("guidance.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
+              f"but train.group_size is {t.group_size}")

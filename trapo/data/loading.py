@@ -1,0 +1,97 @@
+"""Training and evaluation data for the trainer: synthetic by default, JSONL for real data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from trapo.data import synthetic
+
+
+@dataclass(frozen=True)
+class Item:
+    question: str
+    answer: str
+    solution: str | None = None
+
+
+@dataclass
+class Dataset:
+    train: list[Item]
+    valid: list[Item]
+    eval_splits: dict[str, list[Item]]
+
+
+def _to_items(problems) -> list[Item]:
+    return [Item(p.question, p.answer, p.solution) for p in problems]
+
+
+def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
+    """Rows with a question, a reference solution and a gold answer; bad rows fail with file:line:field."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: training data file not found")
+    items = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: bad JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            vals = {}
+            for role in ("question", "solution", "answer"):
+                key = fields[role]
+                if key not in row:
+                    raise ValueError(f"{path}:{lineno}:{key}: missing field")
+                v = row[key]
+                if isinstance(v, (int, float)) and role == "answer":
+                    v = str(v)
+                if not isinstance(v, str):
+                    raise ValueError(f"{path}:{lineno}:{key}: expected a string, got {type(v).__name__}")
+                if not v.strip():
+                    raise ValueError(f"{path}:{lineno}:{key}: empty")
+                vals[role] = v
+            items.append(Item(vals["question"], vals["answer"], vals["solution"]))
+    if not items:
+        raise ValueError(f"{path}: dataset is empty")
+    return items
+
+
+def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
+    kind = cfg["kind"]
+    if kind == "synthetic":
+        seed = int(cfg["seed"])
+        t = cfg["train"]
+        train = synthetic.make_split(int(t["n"]), int(t["min_steps"]), int(t["max_steps"]), seed=seed)
+        seen = {p.question for p in train}
+        v = cfg["valid"]
+        valid = synthetic.make_split(int(v["n"]), int(v["min_steps"]), int(v["max_steps"]), seed=seed + 1,
+                                     exclude=seen)
+        seen |= {p.question for p in valid}
+        splits = {}
+        for i, (name, steps) in enumerate(cfg["eval_splits"].items()):
+            splits[name] = _to_items(synthetic.make_split(int(cfg["eval_n"]), int(steps), int(steps),
+                                                          seed=seed + 100 + i, exclude=seen))
+        return Dataset(_to_items(train), _to_items(valid), splits)
+    if kind == "jsonl":
+        items = load_jsonl_items(cfg["path"], cfg["fields"])
+        n_valid = int(cfg.get("valid_n", 0))
+        splits = {}
+        if cfg.get("eval_benchmarks"):
+            from evaluation.benchmarks import load_benchmark
+
+            for name in cfg["eval_benchmarks"]:
+                splits[name] = [Item(x.question, x.answer, x.solution) for x in
+                                load_benchmark(name, data_dir=cfg.get("eval_data_dir"))]
+        return Dataset(items[n_valid:], items[:n_valid], splits)
+    raise ValueError(f"data.kind must be 'synthetic' or 'jsonl', got {kind!r}")

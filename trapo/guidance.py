@@ -1,0 +1,83 @@
+"""Micro-group adaptive guidance: when a prompt's rollouts get an expert prefix, and how long.
+
+A prompt's G rollouts are drawn in micro-groups, one round after another. Round 0 never has a prefix.
+Round i >= 1 gets a prefix of ratio `prefix_ratios[i]` only if the mean reward of all earlier samples of
+that prompt is below `thresholds[i - 1]`. A prompt's guidance level is the last round that got a prefix
+(0 = never guided, 3 = the whole solution with the default four rounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class GuidanceSchedule:
+    group_sizes: tuple[int, ...] = (4, 2, 1, 1)
+    prefix_ratios: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
+    thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
+    # official code: of the samples of a guided round only the first carries the prefix loss
+    # (prompts that share a prefix are counted once)
+    dedupe_prefix_loss: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group_sizes", tuple(int(g) for g in self.group_sizes))
+        object.__setattr__(self, "prefix_ratios", tuple(float(r) for r in self.prefix_ratios))
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        self.validate()
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.group_sizes)
+
+    @property
+    def group_size(self) -> int:
+        return sum(self.group_sizes)
+
+    def validate(self) -> None:
+        n = len(self.group_sizes)
+        if n < 1 or any(g < 1 for g in self.group_sizes):
+            raise ValueError(f"guidance.group_sizes must be positive integers, got {list(self.group_sizes)}")
+        if len(self.prefix_ratios) != n:
+            raise ValueError(
+                f"guidance.prefix_ratios needs one ratio per micro-group ({n}), got {list(self.prefix_ratios)}"
+            )
+        if self.prefix_ratios[0] != 0.0:
+            raise ValueError("guidance.prefix_ratios[0] must be 0: the first micro-group is never guided")
+        if any(not 0.0 <= r <= 1.0 for r in self.prefix_ratios):
+            raise ValueError(f"guidance.prefix_ratios must lie in [0, 1], got {list(self.prefix_ratios)}")
+        if len(self.thresholds) != n - 1:
+            raise ValueError(
+                f"guidance.thresholds needs one threshold per guided micro-group ({n - 1}), "
+                f"got {list(self.thresholds)}"
+            )
+        if any(b <= a for a, b in zip(self.thresholds, self.thresholds[1:])):
+            raise ValueError(f"guidance.thresholds must be strictly increasing, got {list(self.thresholds)}")
+        if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"guidance.thresholds must lie in [0, 1], got {list(self.thresholds)}")
+
+    def guided(self, round_idx: int, reward_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Which prompts get a prefix in round `round_idx`, from the rewards of their earlier samples.
+
+        reward_sum, count: [prompts] sums and numbers of rewards so far. Returns a [prompts] bool tensor.
+        """
+        if round_idx == 0:
+            return torch.zeros_like(reward_sum, dtype=torch.bool)
+        mean = reward_sum.float() / count.float().clamp(min=1)
+        return mean < self.thresholds[round_idx - 1]
+
+
+PRESETS: dict[str, GuidanceSchedule] = {
+    # the paper's text
+    "paper": GuidanceSchedule((4, 2, 1, 1), (0.0, 0.2, 0.5, 1.0), (0.5, 0.7, 0.9)),
+    # the authors' code: counts 2/4, 4/6, 7/7 and level-1 ratio 0.25
+    "official_code": GuidanceSchedule((4, 2, 1, 1), (0.0, 0.25, 0.5, 1.0), (2 / 4, 4 / 6, 7 / 7)),
+}
+
+
+def guidance_levels(guided: torch.Tensor) -> torch.Tensor:
+    """Level per prompt from a [rounds, prompts] bool matrix: the last guided round, 0 if none."""
+    rounds = torch.arange(guided.shape[0]).unsqueeze(-1).expand_as(guided)
+    return torch.where(guided, rounds, torch.zeros_like(rounds)).max(0).values

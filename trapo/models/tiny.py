@@ -1,0 +1,142 @@
+"""The embedded base model: a small Qwen2-style transformer with a character tokenizer.
+
+It is built on first use and cached under ``$TRAPO_CACHE`` (default ``~/.cache/trapo``), keyed by a
+hash of everything that determines it, so later runs load it at once. "Pretraining" is a short SFT on
+easy problems (few steps): the model then solves those, and rarely the longer ones post-training uses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from trapo.data import synthetic
+
+CHARS = "\n !\"$'()*+,-./0123456789:;=?ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_abcdefghijklmnopqrstuvwxyz{}"
+SPECIALS = ["<pad>", "<eos>", "<unk>"]
+PROMPT_TEMPLATE = "{question}\n"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TRAPO_CACHE", Path.home() / ".cache" / "trapo"))
+
+
+def build_char_tokenizer():
+    """A character-level fast tokenizer, saved and loaded like any HF tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + list(CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
+    )
+
+
+def _model_config(arch: dict, tokenizer):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_layers"],
+        num_attention_heads=arch["num_heads"],
+        num_key_value_heads=arch.get("num_kv_heads", arch["num_heads"]),
+        max_position_embeddings=arch.get("max_positions", 512),
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rope_theta=10000.0,
+    )
+
+
+def cache_key(arch: dict, pretrain: dict) -> str:
+    blob = json.dumps({"arch": arch, "pretrain": pretrain, "gen": synthetic.GENERATOR_VERSION, "chars": CHARS},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def encode_example(tokenizer, question: str, solution: str) -> tuple[list[int], int]:
+    """Token ids of prompt + solution + EOS, and the prompt length (loss starts after it)."""
+    prompt = tokenizer(PROMPT_TEMPLATE.format(question=question), add_special_tokens=False).input_ids
+    answer = tokenizer(solution, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return prompt + answer, len(prompt)
+
+
+def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> list[float]:
+    """Short SFT on easy problems; returns the loss curve."""
+    rng_seed = int(pretrain_cfg["seed"])
+    torch.manual_seed(rng_seed)
+    problems = synthetic.make_split(
+        int(pretrain_cfg["n_problems"]), int(pretrain_cfg["min_steps"]), int(pretrain_cfg["max_steps"]),
+        seed=rng_seed,
+    )
+    examples = [encode_example(tokenizer, p.question, p.solution) for p in problems]
+    opt = torch.optim.AdamW(model.parameters(), lr=float(pretrain_cfg["lr"]), weight_decay=0.0)
+    steps, bs = int(pretrain_cfg["steps"]), int(pretrain_cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps)
+    )
+    rng = random.Random(rng_seed)
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="pretraining tiny base model", disable=not progress):
+        batch = rng.sample(examples, bs)
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((bs, width), tokenizer.pad_token_id)
+        labels = torch.full((bs, width), -100)
+        for i, (seq, plen) in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, plen : len(seq)] = torch.tensor(seq[plen:])
+        out = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+    model.eval()
+    return losses
+
+
+def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, progress: bool = True) -> Path:
+    """Path of the cached tiny base model, building (and pretraining) it first if needed."""
+    from transformers import Qwen2ForCausalLM
+
+    root = Path(root) if root is not None else cache_root() / "models"
+    key = cache_key(dict(arch), dict(pretrain_cfg))
+    path = root / f"tiny-{key}"
+    if (path / "model.safetensors").exists():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".tiny-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same model
+        if (path / "model.safetensors").exists():
+            return path
+        t0 = time.time()
+        torch.manual_seed(int(pretrain_cfg["seed"]))
+        tokenizer = build_char_tokenizer()
+        model = Qwen2ForCausalLM(_model_config(dict(arch), tokenizer)).float()
+        losses = pretrain(model, tokenizer, dict(pretrain_cfg), progress=progress)
+        tmp = root / f".tmp-tiny-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"arch": dict(arch), "pretrain": dict(pretrain_cfg), "final_loss": losses[-1],
+                "build_seconds": round(time.time() - t0, 1), "prompt_template": PROMPT_TEMPLATE}
+        (tmp / "trapo_tiny.json").write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, path)  # atomic: a half-built model is never seen as cached
+    return path

@@ -1,0 +1,100 @@
+"""Micro-group rollouts with adaptive expert prefixes, independent of any engine.
+
+An engine supplies `generate(inputs) -> completions` (token ids in, token ids out, batched across all
+prompts of a round) and the trainer supplies a reward function; this module decides, round by round,
+which prompts get which prefix, and returns flat `Sample`s that any engine can turn into a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from trapo.guidance import GuidanceSchedule, guidance_levels
+from trapo.prefix import cut_index
+
+
+@dataclass
+class Prompt:
+    """One training prompt, tokenized: its reference solution ends with EOS."""
+
+    prompt_ids: list[int]
+    solution_ids: list[int]
+    solution_breaks: list[int]  # token positions just after each paragraph break of the solution
+    gold: str
+
+
+@dataclass
+class Sample:
+    group: int  # index of the prompt in the step's batch
+    round: int  # micro-group index (0 = unguided round)
+    prompt_ids: list[int]
+    prefix_ids: list[int]  # expert tokens given to the policy (trained with the prefix loss)
+    completion_ids: list[int]  # the policy's own tokens (trained with RL)
+    reward: float = 0.0
+    prefix_loss_weight: float = 1.0  # 0 for duplicated prefixes: each prefix counts once
+    off_policy: bool = False  # LUFFY: a whole reference solution standing in the group
+    advantage: float = 0.0
+    text: str = field(default="", repr=False)
+
+    @property
+    def guided(self) -> bool:
+        return len(self.prefix_ids) > 0
+
+
+GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+DecodeFn = Callable[[list[int]], str]
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+def rollout(
+    prompts: Sequence[Prompt],
+    schedule: GuidanceSchedule,
+    generate: GenerateFn,
+    decode: DecodeFn,
+    reward_fn: RewardFn,
+    *,
+    adaptive: bool = True,
+    off_policy_reference: bool = False,
+) -> tuple[list[Sample], torch.Tensor]:
+    """Draw every prompt's group, micro-group by micro-group; return the samples and each prompt's level.
+
+    With `adaptive=False` no prefix is ever given (GRPO; pass a one-round schedule for speed).
+    With `off_policy_reference=True` (LUFFY) the last member of each group is the whole reference
+    solution instead of a sample of the policy.
+    """
+    n = len(prompts)
+    reward_sum = torch.zeros(n)
+    count = torch.zeros(n)
+    guided_rounds = torch.zeros((schedule.n_rounds, n), dtype=torch.bool)
+    samples: list[Sample] = []
+    for r, size in enumerate(schedule.group_sizes):
+        guided = schedule.guided(r, reward_sum, count) if adaptive else torch.zeros(n, dtype=torch.bool)
+        guided_rounds[r] = guided
+        batch: list[Sample] = []
+        for g, p in enumerate(prompts):
+            k = cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks) if guided[g] else 0
+            for j in range(size):
+                batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [],
+                                    prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
+        if off_policy_reference and r == schedule.n_rounds - 1:
+            # LUFFY: the group's last member is the reference solution itself
+            for s in batch[size - 1 :: size]:
+                s.prefix_ids, s.off_policy = prompts[s.group].solution_ids, True
+        # a prefix that is the whole solution (it ends in EOS) leaves nothing to generate
+        todo = [s for s in batch if not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]
+        if todo:
+            outs = generate([s.prompt_ids + s.prefix_ids for s in todo])
+            for s, out in zip(todo, outs, strict=True):
+                s.completion_ids = list(out)
+        for s in batch:
+            s.text = decode(s.prefix_ids + s.completion_ids)
+        rewards = reward_fn([s.text for s in batch], [prompts[s.group].gold for s in batch])
+        for s, rew in zip(batch, rewards, strict=True):
+            s.reward = float(rew)
+            reward_sum[s.group] += s.reward
+            count[s.group] += 1
+        samples.extend(batch)
+    return samples, guidance_levels(guided_rounds)

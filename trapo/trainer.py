@@ -1,0 +1,290 @@
+"""The training recipe: rollouts -> rewards -> advantages -> one update, for TRAPO and its baselines.
+
+One readable loop over steps. A method is a config (conf/method/*.yaml); its phases are SFT on
+reference solutions and/or RL with micro-group rollouts. Everything random derives from (seed, step),
+so a run resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from trapo import advantages as adv_lib
+from trapo.checkpoint import Checkpointer
+from trapo.config import validate_config
+from trapo.data.loading import Dataset, Item, load_dataset
+from trapo.engines.local import LocalEngine
+from trapo.guidance import PRESETS, GuidanceSchedule
+from trapo.models.loading import load_model_and_tokenizer
+from trapo.prefix import break_ends_from_offsets
+from trapo.prompts import build_prompt
+from trapo.rewards import build_reward
+from trapo.rollout import Prompt, Sample, rollout
+from trapo.tracking import Tracker
+
+Callback = Callable[[int, Mapping[str, float]], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + step * 7919 + salt) % (2**63 - 1)
+
+
+def guidance_schedule(cfg) -> GuidanceSchedule:
+    g = cfg.guidance
+    base = PRESETS[g.preset]
+    return GuidanceSchedule(
+        group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,
+        prefix_ratios=tuple(g.prefix_ratios) if g.get("prefix_ratios") is not None else base.prefix_ratios,
+        thresholds=tuple(g.thresholds) if g.get("thresholds") is not None else base.thresholds,
+        dedupe_prefix_loss=bool(g.dedupe_prefix_loss),
+    )
+
+
+@dataclass
+class Phase:
+    kind: str  # "sft" | "rl"
+    start: int  # first global step of the phase
+    steps: int
+
+
+def method_phases(method, total_steps: int) -> list[Phase]:
+    """SFT for the first `sft_fraction` of the steps, RL for the rest (sft: 1.0, sft_rl: e.g. 0.5)."""
+    n_sft = int(round(float(method.sft_fraction) * total_steps))
+    phases = []
+    if n_sft:
+        phases.append(Phase("sft", 0, n_sft))
+    if total_steps - n_sft:
+        phases.append(Phase("rl", n_sft, total_steps - n_sft))
+    return phases
+
+
+class Trainer:
+    def __init__(self, cfg, output_dir: str | Path, callbacks: list[Callback] | None = None):
+        validate_config(cfg)
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.callbacks = list(callbacks or [])
+        self.method = cfg.method
+        self.schedule = guidance_schedule(cfg)
+        self.rl_schedule = (self.schedule if self.method.guidance == "adaptive"
+                            else GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ()))
+        if self.rl_schedule.group_size != int(cfg.train.group_size):
+            raise ValueError(
+                f"guidance.group_sizes {list(self.schedule.group_sizes)} sum to {self.schedule.group_size}, "
+                f"but train.group_size is {cfg.train.group_size}"
+            )
+
+    # ---- set-up -----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        torch.set_num_threads(int(cfg.engine.get("num_threads") or os.cpu_count() or 1))
+        seed_everything(int(cfg.seed))
+        device = cfg.engine.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, self.tokenizer, self.template = load_model_and_tokenizer(cfg.model, device=device)
+        self.data: Dataset = load_dataset(cfg.data)
+        if not self.data.train:
+            raise ValueError("the training set is empty")
+        self.reward_fn = build_reward(cfg.data.reward)
+        self.engine = LocalEngine(self.model, self.tokenizer, lr=float(cfg.train.lr),
+                                  weight_decay=float(cfg.train.weight_decay), grad_clip=float(cfg.train.grad_clip),
+                                  micro_batch_size=int(cfg.train.micro_batch_size), device=device)
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep=int(cfg.checkpoint.keep))
+        self._prompt_cache: dict[int, Prompt] = {}
+
+    def _prompt(self, idx: int) -> Prompt:
+        """Tokenized training prompt `idx` with its reference solution (+ EOS) and paragraph breaks."""
+        if idx not in self._prompt_cache:
+            item = self.data.train[idx]
+            text = build_prompt(item.question, self.tokenizer, self.template)
+            prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+            enc = self.tokenizer(item.solution, add_special_tokens=False, return_offsets_mapping=True)
+            self._prompt_cache[idx] = Prompt(prompt_ids, list(enc.input_ids) + [self.engine.eos_id],
+                                             break_ends_from_offsets(item.solution, enc.offset_mapping), item.answer)
+        return self._prompt_cache[idx]
+
+    def _batch_indices(self, step: int) -> list[int]:
+        """Prompts of a step: consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
+        n, b = len(self.data.train), int(self.cfg.train.prompts_per_step)
+        out = []
+        for k in range(step * b, step * b + b):
+            epoch, pos = divmod(k, n)
+            perm = random.Random(step_seed(int(self.cfg.seed), epoch, salt=1)).sample(range(n), n)
+            out.append(perm[pos])
+        return out
+
+    # ---- one step of each phase ---------------------------------------------------------------
+    def _sft_step(self, step: int) -> dict[str, float]:
+        prompts = [self._prompt(i) for i in self._batch_indices(step)]
+        samples = [Sample(g, 0, p.prompt_ids, p.solution_ids, [], reward=1.0) for g, p in enumerate(prompts)]
+        n_tokens = sum(len(s.prefix_ids) for s in samples)
+        st = self.engine.train_step(samples, normalizer=float(n_tokens), prefix_loss="sft", alpha=0.0,
+                                    gamma=0.0, entropy_coef=0.0, alpha_for_stats=float(self.method.alpha))
+        return {"train/loss": st["loss"], "train/grad_norm": st["grad_norm"], "_finite": st["finite"]}
+
+    def _rl_step(self, step: int) -> dict[str, float]:
+        cfg, m = self.cfg, self.method
+        prompts = [self._prompt(i) for i in self._batch_indices(step)]
+        gen = torch.Generator().manual_seed(step_seed(int(cfg.seed), step, salt=2))
+        t0 = time.perf_counter()
+        samples, levels = rollout(
+            prompts, self.rl_schedule,
+            generate=lambda inputs: self.engine.generate(inputs, max_new_tokens=int(cfg.rollout.max_new_tokens),
+                                                         temperature=float(cfg.rollout.temperature), generator=gen),
+            decode=self.engine.decode, reward_fn=self.reward_fn,
+            adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
+        )
+        t_roll = time.perf_counter() - t0
+        rewards = torch.tensor([s.reward for s in samples])
+        groups = torch.tensor([s.group for s in samples])
+        in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
+        advs = adv_lib.group_advantages(rewards, groups, in_base, scale_by_std=bool(m.scale_by_std))
+        for s, a in zip(samples, advs.tolist()):
+            s.advantage = a
+        normalizer = float(len(samples) * int(cfg.rollout.max_new_tokens))  # Dr.GRPO: constant, not token count
+        t1 = time.perf_counter()
+        st = self.engine.train_step(samples, normalizer=normalizer, prefix_loss=m.prefix_loss,
+                                    alpha=float(m.alpha), gamma=float(m.gamma), entropy_coef=float(m.entropy_coef))
+        t_upd = time.perf_counter() - t1
+        unguided = [s for s in samples if not s.guided]
+        metrics = {
+            "train/loss": st["loss"],
+            "train/pg_loss": st["pg_loss"],
+            "train/prefix_loss": st["prefix_loss"],
+            "train/grad_norm": st["grad_norm"],
+            "train/reward_mean": float(np.mean([s.reward for s in unguided])) if unguided else float("nan"),
+            "train/reward_all_mean": float(rewards.mean()),
+            "train/response_length": float(np.mean([len(s.completion_ids) for s in unguided])) if unguided else 0.0,
+            "train/entropy": st["ent_sum"] / max(st["ent_tok"], 1.0),
+            "train/zero_signal_frac": adv_lib.zero_signal_fraction(rewards, groups),
+            "time/rollout_s": t_roll,
+            "time/update_s": t_upd,
+            "_finite": st["finite"],
+        }
+        if m.guidance == "adaptive" or m.off_policy:
+            for lvl in range(self.schedule.n_rounds):
+                metrics[f"train/guidance_level_{lvl}"] = float((levels == lvl).float().mean())
+            metrics["train/expert_token_prob"] = st["exp_p_sum"] / max(st["exp_tok"], 1.0)
+            metrics["train/expert_low_prob_frac"] = st["exp_low"] / max(st["exp_tok"], 1.0)
+        return metrics
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, items: list[Item]) -> float:
+        from trapo.engines.backend import evaluate_accuracy
+
+        ev = self.cfg.eval
+        return evaluate_accuracy(items, self.backend(), self.reward_fn, n_samples=int(ev.n_samples),
+                                 temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                                 seed=int(self.cfg.seed))
+
+    def backend(self):
+        from trapo.engines.backend import EngineBackend
+
+        return EngineBackend(self.engine, self.template, int(self.cfg.eval.batch_size))
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        cfg = self.cfg
+        self._setup()
+        total = int(cfg.train.steps)
+        phases = method_phases(self.method, total)
+        state = self.checkpointer.latest() if cfg.resume == "auto" else None
+        start = 0
+        run_id = None
+        if state is not None:
+            start, run_id = self.checkpointer.restore(state, self.engine), state.meta.get("mlflow_run_id")
+        tracker = Tracker(cfg.tracking.experiment, run_name=str(self.method.name), run_id=run_id,
+                          tags={"method": str(self.method.name)}, parent_run_id=cfg.tracking.get("parent_run_id"))
+        if run_id is None:
+            from omegaconf import OmegaConf
+
+            from trapo.tracking import flatten
+
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            cfg_file = self.output_dir / ".hydra" / "config.yaml"
+            if not cfg_file.exists():
+                cfg_file.parent.mkdir(parents=True, exist_ok=True)
+                cfg_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            tracker.log_artifact(str(cfg_file), "config")
+        status = "FAILED"
+        try:
+            final = self._loop(phases, start, total, tracker)
+            status = "FINISHED"
+            return final
+        finally:
+            tracker.finish(status)
+
+    def _loop(self, phases: list[Phase], start: int, total: int, tracker: Tracker) -> dict[str, float]:
+        cfg = self.cfg
+        bar = tqdm(total=total, initial=start, desc=f"{self.method.name}", disable=not cfg.progress,
+                   dynamic_ncols=True)
+        for phase in phases:
+            for step in range(max(start, phase.start), phase.start + phase.steps):
+                if phase.kind == "rl" and step == phase.start and phase.start > 0 and start <= phase.start:
+                    self.engine.reset_optimizer(float(cfg.train.lr))  # SFT->RL: RL starts from fresh Adam moments
+                t0 = time.perf_counter()
+                metrics = self._sft_step(step) if phase.kind == "sft" else self._rl_step(step)
+                finite = metrics.pop("_finite")
+                if not finite or not math.isfinite(metrics["train/loss"]):
+                    if cfg.train.on_nonfinite == "skip":
+                        metrics["train/skipped_nonfinite"] = 1.0
+                    else:
+                        raise FloatingPointError(
+                            f"non-finite loss or gradient at step {step} (loss={metrics['train/loss']}); "
+                            f"the last good checkpoint is kept in {self.checkpointer.root}"
+                        )
+                metrics["time/step_s"] = time.perf_counter() - t0
+                metrics["train/phase_rl"] = float(phase.kind == "rl")
+                done = step + 1
+                if cfg.eval.every and done % int(cfg.eval.every) == 0 and done < total:
+                    metrics["valid/accuracy"] = self.evaluate(self.data.valid)
+                tracker.log_metrics({k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))},
+                                    step=done)
+                if "valid/accuracy" in metrics:
+                    for cb in self.callbacks:
+                        cb(done, {"valid/accuracy": metrics["valid/accuracy"]})
+                if cfg.checkpoint.every and done % int(cfg.checkpoint.every) == 0 and done < total:
+                    self.checkpointer.save(done, self.engine, {"mlflow_run_id": tracker.run_id, "phase": phase.kind})
+                bar.update(1)
+                postfix = {"loss": f"{metrics['train/loss']:.3f}"}
+                if "train/reward_mean" in metrics:
+                    postfix["reward"] = f"{metrics['train/reward_mean']:.2f}"
+                bar.set_postfix(postfix)
+        bar.close()
+        final = self.final_eval()
+        tracker.log_metrics(final, step=total)
+        if cfg.checkpoint.save_final:
+            self.checkpointer.save(total, self.engine, {"mlflow_run_id": tracker.run_id, "phase": "done"})
+        (self.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        return final
+
+    def final_eval(self) -> dict[str, float]:
+        out = {}
+        if self.data.valid:
+            out["valid/accuracy"] = self.evaluate(self.data.valid)
+        accs = []
+        for name, items in self.data.eval_splits.items():
+            acc = self.evaluate(items)
+            out[f"eval/{name}/accuracy"] = acc
+            accs.append(acc)
+        if accs:
+            out["eval/avg_accuracy"] = float(np.mean(accs))
+        return out
