@@ -256,8 +256,10 @@ class Trainer:
                 done = step + 1
                 if cfg.eval.every and done % int(cfg.eval.every) == 0 and done < total:
                     metrics["valid/accuracy"] = self.evaluate(self.data.valid)
-                tracker.log_metrics({k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))},
-                                    step=done)
+                clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+                tracker.log_metrics(clean, step=done)
+                with open(self.output_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps({"step": done, **clean}) + "\n")
                 if "valid/accuracy" in metrics:
                     for cb in self.callbacks:
                         cb(done, {"valid/accuracy": metrics["valid/accuracy"]})

@@ -70,13 +70,16 @@ def make_problem(rng: random.Random, steps: int) -> Problem:
     return Problem(" ".join(sentences), solution, str(x), steps)
 
 
-def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[str] | None = None) -> list[Problem]:
-    """`n` distinct problems with difficulty drawn uniformly from [min_steps, max_steps].
+def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[str] | None = None,
+               weights: list[float] | None = None) -> list[Problem]:
+    """`n` distinct problems with difficulty drawn from [min_steps, max_steps] (uniformly, or by `weights`).
 
     Questions in `exclude` (e.g. the training set's) are skipped, so evaluation never sees a training prompt.
     """
     if n < 0 or min_steps < 1 or max_steps < min_steps:
         raise ValueError(f"bad split spec: n={n}, steps=[{min_steps}, {max_steps}]")
+    if weights is not None and len(weights) != max_steps - min_steps + 1:
+        raise ValueError(f"weights needs one entry per difficulty {min_steps}..{max_steps}, got {weights}")
     rng = random.Random(seed)
     exclude = exclude or set()
     seen: set[str] = set()
@@ -86,7 +89,9 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"could not draw {n} distinct problems with {min_steps}-{max_steps} steps")
-        p = make_problem(rng, rng.randint(min_steps, max_steps))
+        steps = (rng.choices(range(min_steps, max_steps + 1), weights=weights)[0] if weights
+                 else rng.randint(min_steps, max_steps))
+        p = make_problem(rng, steps)
         if p.question in seen or p.question in exclude:
             continue
         seen.add(p.question)

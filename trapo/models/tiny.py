@@ -82,7 +82,7 @@ def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> lis
     torch.manual_seed(rng_seed)
     problems = synthetic.make_split(
         int(pretrain_cfg["n_problems"]), int(pretrain_cfg["min_steps"]), int(pretrain_cfg["max_steps"]),
-        seed=rng_seed,
+        seed=rng_seed, weights=list(pretrain_cfg["step_weights"]) if pretrain_cfg.get("step_weights") else None,
     )
     examples = [encode_example(tokenizer, p.question, p.solution) for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=float(pretrain_cfg["lr"]), weight_decay=0.0)

@@ -1,0 +1,118 @@
+"""Micro-group rounds with a fake generator: who gets which prefix, when, and what gets trained."""
+
+import torch
+
+from trapo.guidance import PRESETS, GuidanceSchedule
+from trapo.rollout import Prompt, rollout
+
+EOS = 0
+
+
+def make_prompt(pid: int, gold: str) -> Prompt:
+    # solution of 10 tokens + EOS, paragraph breaks ending after tokens 3 and 6
+    sol = [100 + pid * 20 + i for i in range(10)] + [EOS]
+    return Prompt([pid + 1, 50], sol, [3, 6], gold)
+
+
+class FakeModel:
+    """Answers correctly ("<ok>") only for the prompts in `solves`, or when given a prefix if `prefix_helps`."""
+
+    def __init__(self, solves=(), prefix_helps=False):
+        self.solves, self.prefix_helps, self.calls = set(solves), prefix_helps, []
+
+    def generate(self, inputs):
+        self.calls.append([list(x) for x in inputs])
+        return [[7, EOS] for _ in inputs]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+    def reward(self, texts, golds):
+        out = []
+        for t, g in zip(texts, golds):
+            pid = int(g)
+            has_prefix = str(100 + pid * 20) in t.split()
+            out.append(1.0 if pid in self.solves or (self.prefix_helps and has_prefix) else 0.0)
+        return out
+
+
+def run(model, prompts, schedule=PRESETS["paper"], **kw):
+    return rollout(prompts, schedule, model.generate, model.decode, model.reward, **kw)
+
+
+def test_unsolved_prompt_climbs_all_levels_solved_prompt_stays_unguided():
+    prompts = [make_prompt(0, "0"), make_prompt(1, "1")]
+    model = FakeModel(solves={1})
+    samples, levels = run(model, prompts)
+    assert len(samples) == 16
+    assert levels.tolist() == [3, 0]
+    by = {(s.group, s.round): [] for s in samples}
+    for s in samples:
+        by[(s.group, s.round)].append(s)
+    # prompt 0: round sizes 4,2,1,1 with prefixes of 0, cut(11, .2)=snap(2 -> 3), cut(11,.5)=snap(5 -> 6), all
+    assert [len(x.prefix_ids) for x in by[(0, 0)]] == [0, 0, 0, 0]
+    assert [len(x.prefix_ids) for x in by[(0, 1)]] == [3, 3]
+    assert [len(x.prefix_ids) for x in by[(0, 2)]] == [6]
+    assert [len(x.prefix_ids) for x in by[(0, 3)]] == [11]
+    # prompt 1 is solved: never guided
+    assert all(not s.guided for s in samples if s.group == 1)
+    # the whole-solution sample generates nothing; every other one was generated from prompt + prefix
+    full = by[(0, 3)][0]
+    assert full.completion_ids == [] and full.prefix_ids[-1] == EOS
+    flat_inputs = [x for call in model.calls for x in call]
+    assert prompts[0].prompt_ids + prompts[0].solution_ids[:3] in flat_inputs
+    assert prompts[0].prompt_ids + prompts[0].solution_ids[:6] in flat_inputs
+    assert prompts[0].prompt_ids + prompts[0].solution_ids not in flat_inputs
+
+
+def test_rounds_are_batched_across_prompts():
+    prompts = [make_prompt(i, str(i)) for i in range(3)]
+    model = FakeModel()
+    run(model, prompts)
+    # one generate call per round that has something to generate: 4 calls, the last one empty -> 3
+    assert [len(c) for c in model.calls] == [12, 6, 3]
+
+
+def test_prefix_loss_dedupe_within_a_micro_group():
+    samples, _ = run(FakeModel(), [make_prompt(0, "0")])
+    r1 = [s for s in samples if s.round == 1]
+    assert [s.prefix_loss_weight for s in r1] == [1.0, 0.0]
+    nodedupe = GuidanceSchedule(dedupe_prefix_loss=False)
+    samples, _ = run(FakeModel(), [make_prompt(0, "0")], schedule=nodedupe)
+    assert [s.prefix_loss_weight for s in samples if s.round == 1] == [1.0, 1.0]
+
+
+def test_guidance_stops_once_prefixes_make_it_correct():
+    # with a prefix the model is right: round 1 (2 samples right) -> mean 2/6 < .7 -> round 2 guided -> 3/7 < .9
+    samples, levels = run(FakeModel(prefix_helps=True), [make_prompt(0, "0")])
+    assert levels.tolist() == [3]
+    # right 3 of 4 unguided, then always right: 3/4 >= .5 and 5/6 >= .7 skip levels 1-2, but 6/7 < .9 guides
+    # round 3 (the whole solution); right 4 of 4 is never guided
+    class Partly(FakeModel):
+        def __init__(self, first):
+            super().__init__()
+            self.first = first
+
+        def reward(self, texts, golds):
+            return self.first if len(texts) == 4 else [1.0] * len(texts)
+
+    samples, levels = run(Partly([1.0, 1.0, 1.0, 0.0]), [make_prompt(0, "0")])
+    assert levels.tolist() == [3]
+    assert [s.round for s in samples if s.guided] == [3]
+    samples, levels = run(Partly([1.0] * 4), [make_prompt(0, "0")])
+    assert levels.tolist() == [0] and not any(s.guided for s in samples)
+
+
+def test_not_adaptive_means_no_prefix():
+    samples, levels = run(FakeModel(), [make_prompt(0, "0")], schedule=GuidanceSchedule((8,), (0.0,), ()),
+                          adaptive=False)
+    assert len(samples) == 8 and not any(s.guided for s in samples) and levels.tolist() == [0]
+
+
+def test_luffy_off_policy_member():
+    sched = GuidanceSchedule((8,), (0.0,), ())
+    samples, _ = run(FakeModel(), [make_prompt(0, "0"), make_prompt(1, "1")], schedule=sched, adaptive=False,
+                     off_policy_reference=True)
+    off = [s for s in samples if s.off_policy]
+    assert len(off) == 2 and {s.group for s in off} == {0, 1}
+    assert all(s.prefix_ids == make_prompt(s.group, "").solution_ids and s.completion_ids == [] for s in off)

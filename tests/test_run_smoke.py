@@ -1,0 +1,70 @@
+"""End to end: the Hydra entry point trains three methods and leaves finished MLflow runs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_METRICS = ["train/reward_mean", "train/entropy", "train/response_length", "train/loss"]
+GUIDED_METRICS = [f"train/guidance_level_{i}" for i in range(4)] + ["train/expert_token_prob",
+                                                                     "train/expert_low_prob_frac"]
+EVAL_METRICS = [f"eval/steps{i}/accuracy" for i in range(2, 7)] + ["eval/avg_accuracy"]
+
+
+def run_cli(args, tmp_path, check=True):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), *args,
+                           f"hydra.sweep.dir={tmp_path}/multirun", f"hydra.run.dir={tmp_path}/run", "progress=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=600)
+
+
+@pytest.mark.slow
+def test_multirun_three_methods(tmp_path):
+    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("trapo")
+    runs = client.search_runs([exp.experiment_id])
+    by_method = {r.data.params["method.name"]: r for r in runs}
+    assert sorted(by_method) == ["grpo", "sft_rl", "trapo"]
+    for name, r in by_method.items():
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["method"] == name
+        for key in TRAIN_METRICS + EVAL_METRICS:
+            assert key in r.data.metrics, (name, key)
+        hist = client.get_metric_history(r.info.run_id, "train/loss")
+        assert sorted(m.step for m in hist) == [1, 2, 3, 4]
+        assert any(a.path == "config" for a in client.list_artifacts(r.info.run_id))
+    for key in GUIDED_METRICS:
+        assert key in by_method["trapo"].data.metrics
+    levels = sum(by_method["trapo"].data.metrics[f"train/guidance_level_{i}"] for i in range(4))
+    assert levels == pytest.approx(1.0)
+    # sft_rl logs RL metrics only in its RL half (steps 3-4)
+    hist = client.get_metric_history(by_method["sft_rl"].info.run_id, "train/reward_mean")
+    assert sorted(m.step for m in hist) == [3, 4]
+
+
+def test_unknown_method_lists_options(tmp_path):
+    res = run_cli(["method=nope", "preset=smoke"], tmp_path)
+    assert res.returncode != 0
+    assert "Could not find 'method/nope'" in res.stderr
+    for name in ("trapo", "grpo", "sft_rl", "sft"):
+        assert name in res.stderr
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("method.alpha=-0.1", "method.alpha"),
+    ("guidance.thresholds=[0.7,0.5,0.9]", "increasing"),
+    ("guidance.group_sizes=[4,2,1]", "guidance"),
+    ("train.group_size=6", "group_size"),
+])
+def test_bad_config_rejected_before_work(tmp_path, override, msg):
+    res = run_cli(["preset=smoke", override], tmp_path)
+    assert res.returncode != 0
+    assert msg in res.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
