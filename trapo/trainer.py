@@ -104,6 +104,9 @@ class Trainer:
         if not self.data.train:
             raise ValueError("the training set is empty")
         self.reward_fn = build_reward(cfg.data.reward)
+        from evaluation.grader import Grader
+
+        self.grader = Grader(progress=False)
         self.engine = LocalEngine(self.model, self.tokenizer, lr=float(cfg.train.lr),
                                   weight_decay=float(cfg.train.weight_decay), grad_clip=float(cfg.train.grad_clip),
                                   micro_batch_size=int(cfg.train.micro_batch_size), device=device)
@@ -187,13 +190,14 @@ class Trainer:
         return metrics
 
     # ---- evaluation -------------------------------------------------------------------------------
-    def evaluate(self, items: list[Item]) -> float:
-        from trapo.engines.backend import evaluate_accuracy
+    def evaluate(self, items: list[Item], name: str = "valid") -> tuple[dict, list[dict]]:
+        """(summary, rows) from the same code that scores the benchmarks (evaluation.runner)."""
+        from evaluation.runner import evaluate_items
 
         ev = self.cfg.eval
-        return evaluate_accuracy(items, self.backend(), self.reward_fn, n_samples=int(ev.n_samples),
-                                 temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
-                                 seed=int(self.cfg.seed))
+        return evaluate_items(items, self.backend(), self.grader, n_samples=int(ev.n_samples),
+                              temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                              seed=int(self.cfg.seed), name=name)
 
     def backend(self):
         from trapo.engines.backend import EngineBackend
@@ -231,6 +235,9 @@ class Trainer:
             return final
         finally:
             tracker.finish(status)
+            self.grader.close()
+            if hasattr(self.reward_fn, "close"):
+                self.reward_fn.close()
 
     def _loop(self, phases: list[Phase], start: int, total: int, tracker: Tracker) -> dict[str, float]:
         cfg = self.cfg
@@ -255,7 +262,7 @@ class Trainer:
                 metrics["train/phase_rl"] = float(phase.kind == "rl")
                 done = step + 1
                 if cfg.eval.every and done % int(cfg.eval.every) == 0 and done < total:
-                    metrics["valid/accuracy"] = self.evaluate(self.data.valid)
+                    metrics["valid/accuracy"] = self.evaluate(self.data.valid)[0]["accuracy"]
                 clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
                 tracker.log_metrics(clean, step=done)
                 with open(self.output_dir / "metrics.jsonl", "a") as fh:
@@ -279,14 +286,18 @@ class Trainer:
         return final
 
     def final_eval(self) -> dict[str, float]:
-        out = {}
+        """Validation and every evaluation split; per-sample rows go to <run dir>/eval/."""
+        from evaluation.runner import write_results
+
+        results = {}
         if self.data.valid:
-            out["valid/accuracy"] = self.evaluate(self.data.valid)
-        accs = []
+            results["valid"] = self.evaluate(self.data.valid, "valid")
         for name, items in self.data.eval_splits.items():
-            acc = self.evaluate(items)
-            out[f"eval/{name}/accuracy"] = acc
-            accs.append(acc)
+            results[name] = self.evaluate(items, name)
+        write_results(results, self.output_dir / "eval")
+        out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"])
+               for n, r in results.items()}
+        accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
         if accs:
             out["eval/avg_accuracy"] = float(np.mean(accs))
         return out

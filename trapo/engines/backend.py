@@ -1,10 +1,11 @@
-"""The local engine as an evaluation back end: question strings in, sampled answers out."""
+"""The local engine as an evaluation back end (`evaluation.backends.Backend`): prompts in, answers out.
+
+`evaluation.runner.evaluate_items` formats prompts with `tokenizer` and `prompt_template`."""
 
 from __future__ import annotations
 
 import torch
 
-from trapo.prompts import build_prompt
 
 
 class EngineBackend:
@@ -13,8 +14,13 @@ class EngineBackend:
         self.template = template
         self.batch_size = batch_size
 
-    def format(self, question: str) -> str:
-        return build_prompt(question, self.engine.tokenizer, self.template)
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def prompt_template(self) -> str | None:
+        return self.template
 
     def generate(self, prompts: list[str], n: int = 1, *, temperature: float, max_new_tokens: int,
                  seed: int = 0) -> list[list[str]]:
@@ -27,15 +33,3 @@ class EngineBackend:
         texts = [self.engine.decode(o) for o in outs]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-
-def evaluate_accuracy(items, backend: EngineBackend, reward_fn, *, n_samples: int, temperature: float,
-                      max_new_tokens: int, seed: int = 0) -> float:
-    """Mean reward over n samples of each item (avg@n)."""
-    if not items:
-        return float("nan")
-    outs = backend.generate([backend.format(it.question) for it in items], n_samples, temperature=temperature,
-                            max_new_tokens=max_new_tokens, seed=seed)
-    responses = [o for group in outs for o in group]
-    golds = [it.answer for it in items for _ in range(n_samples)]
-    rewards = reward_fn(responses, golds)
-    return float(sum(rewards) / len(rewards))

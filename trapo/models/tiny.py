@@ -1,4 +1,7 @@
-"""The embedded base model: a small Qwen2-style transformer with a character tokenizer.
+"""The embedded base model: a small Llama-architecture transformer with a character tokenizer.
+
+Llama, not Qwen2: transformers forces `model_type: qwen2` directories onto Qwen2Tokenizer, which rebuilds
+the pre-tokenizer and silently drops whitespace from a character tokenizer.
 
 It is built on first use and cached under ``$TRAPO_CACHE`` (default ``~/.cache/trapo``), keyed by a
 hash of everything that determines it, so later runs load it at once. "Pretraining" is a short SFT on
@@ -45,9 +48,9 @@ def build_char_tokenizer():
 
 
 def _model_config(arch: dict, tokenizer):
-    from transformers import Qwen2Config
+    from transformers import LlamaConfig
 
-    return Qwen2Config(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch["hidden_size"],
         intermediate_size=arch["intermediate_size"],
@@ -60,11 +63,13 @@ def _model_config(arch: dict, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         rope_theta=10000.0,
+        attention_bias=False,
+        mlp_bias=False,
     )
 
 
 def cache_key(arch: dict, pretrain: dict) -> str:
-    blob = json.dumps({"arch": arch, "pretrain": pretrain, "gen": synthetic.GENERATOR_VERSION, "chars": CHARS},
+    blob = json.dumps({"family": "llama", "arch": arch, "pretrain": pretrain, "gen": synthetic.GENERATOR_VERSION, "chars": CHARS},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -114,7 +119,7 @@ def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> lis
 
 def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, progress: bool = True) -> Path:
     """Path of the cached tiny base model, building (and pretraining) it first if needed."""
-    from transformers import Qwen2ForCausalLM
+    from transformers import LlamaForCausalLM
 
     root = Path(root) if root is not None else cache_root() / "models"
     key = cache_key(dict(arch), dict(pretrain_cfg))
@@ -129,7 +134,7 @@ def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, p
         t0 = time.time()
         torch.manual_seed(int(pretrain_cfg["seed"]))
         tokenizer = build_char_tokenizer()
-        model = Qwen2ForCausalLM(_model_config(dict(arch), tokenizer)).float()
+        model = LlamaForCausalLM(_model_config(dict(arch), tokenizer)).float()
         losses = pretrain(model, tokenizer, dict(pretrain_cfg), progress=progress)
         tmp = root / f".tmp-tiny-{key}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Grade a JSONL file of model responses.
+
+    python -m evaluation.grade --input IN.jsonl --output OUT.jsonl
+
+Each input row has ``response`` (model text, or null) and ``answer`` (the gold: a string, a number or a
+list); optional ``answer_type`` and ``tolerance`` (OlympiadBench) are used when present. Each output row
+is the input row plus ``pred`` (the extracted answer, or null) and ``correct`` (true/false), in input
+order. A bad row (invalid JSON, not an object, a missing or mistyped field) is reported on stderr as
+``IN.jsonl:LINE: ...`` and written with ``pred`` null, ``correct`` false and an ``error``; the exit code
+is 0 unless ``--strict`` is given and some row was bad (then 1). Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from evaluation.answer import gold_to_text
+from evaluation.extract import extract_answer
+from evaluation.grader import DEFAULT_TIMEOUT, Grader
+
+
+def _check_row(row) -> str | None:
+    if not isinstance(row, dict):
+        return f"row: expected a JSON object, got {type(row).__name__}"
+    if "response" not in row:
+        return "field 'response': missing"
+    if row["response"] is not None and not isinstance(row["response"], str):
+        return f"field 'response': expected a string or null, got {type(row['response']).__name__}"
+    if "answer" not in row:
+        return "field 'answer': missing"
+    try:
+        gold = gold_to_text(row["answer"])
+    except ValueError as exc:
+        return f"field 'answer': {exc}"
+    if not gold.strip():
+        return "field 'answer': empty"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evaluation.grade", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", required=True, help="JSONL with 'response' and 'answer' per row")
+    ap.add_argument("--output", required=True, help="JSONL to write (input rows + 'pred', 'correct')")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per item (default %(default)s)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when any row is bad")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    args = ap.parse_args(argv)
+    start = time.monotonic()
+
+    grader = Grader(workers=args.workers, timeout=args.timeout, progress=not args.quiet)
+    try:
+        if grader.workers:
+            grader._get_pool().start()  # workers import sympy while the file is read
+    except Exception:
+        pass
+
+    rows, errors = [], []
+    try:
+        f = open(args.input, encoding="utf-8")
+    except OSError as exc:
+        print(f"{args.input}: cannot read: {exc.strerror}", file=sys.stderr)
+        grader.close()
+        return 2
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                row, err = None, f"row: invalid JSON ({exc.msg} at column {exc.colno})"
+            else:
+                err = _check_row(row)
+            if err:
+                errors.append(f"{args.input}:{lineno}: {err}")
+            rows.append((lineno, row, err))
+
+    good = [(i, row) for i, (_, row, err) in enumerate(rows) if err is None]
+    preds = [extract_answer(row["response"]) if isinstance(row["response"], str) else None for _, row in good]
+    verdicts = grader.grade(
+        [row["answer"] for _, row in good],
+        preds,
+        tolerances=[row.get("tolerance") for _, row in good],
+        answer_types=[row.get("answer_type") if isinstance(row.get("answer_type"), str) else None for _, row in good],
+    )
+    stats = dict(grader.stats)
+    grader.close()
+    out_of = {i: (p, v) for (i, _), p, v in zip(good, preds, verdicts)}
+
+    with open(args.output, "w", encoding="utf-8") as out:
+        for i, (lineno, row, err) in enumerate(rows):
+            rec = dict(row) if isinstance(row, dict) else {}
+            if err is None:
+                rec["pred"], rec["correct"] = out_of[i][0], bool(out_of[i][1])
+            else:
+                rec.update(pred=None, correct=False, error=err)
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    for e in errors:
+        print(e, file=sys.stderr)
+    if not args.quiet:
+        n_ok = sum(bool(v) for v in verdicts)
+        acc = n_ok / len(verdicts) if verdicts else 0.0
+        print(
+            f"graded {len(verdicts)} rows ({len(errors)} bad): {n_ok} correct ({acc:.1%}); "
+            f"{stats['timeouts']} timeouts, {stats['crashes']} crashed workers; {time.monotonic() - start:.2f} s",
+            file=sys.stderr,
+        )
+    return 1 if (errors and args.strict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+r"""The grader: final-answer extraction + equivalence, each item in a worker process under a time limit.
+
+    grader = Grader()                                   # workers = cores, 3 s per item
+    preds, correct = grader.grade_responses(responses, golds)
+    reward = MathReward()                               # the RL reward: same grading, 1.0 / 0.0
+
+Extraction (linear scans) runs in the calling process; the comparison of each distinct
+(gold, prediction) pair runs in a worker that is killed when it overruns (a timeout or a crashed worker
+counts as wrong). Verdicts are cached, so repeated pairs (RL groups, avg@32) cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, Sequence
+
+from evaluation.answer import equivalent, gold_to_text
+from evaluation.extract import extract_answer
+from evaluation.pool import TimeoutPool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 3.0
+
+
+def grade_pair(gold: str, pred: str, tolerance: float | None = None, answer_type: str | None = None) -> bool:
+    """Whether `pred` matches `gold` (both answer strings). Runs in a worker: imports sympy lazily."""
+    from evaluation.symbolic import symbolic_equal
+
+    return bool(equivalent(gold, pred, symbolic_equal, tolerance=tolerance, answer_type=answer_type))
+
+
+def _as_tolerance(value) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        tol = float(value)
+    except (TypeError, ValueError):
+        return None
+    return tol if tol >= 0 and tol == tol else None
+
+
+class Grader:
+    """Batch grading with a worker pool, a per-item time limit and an LRU cache of verdicts.
+
+    workers=0 grades in this process with no time limit (debugging only).
+    """
+
+    def __init__(self, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT, cache_size: int = 500_000, progress: bool = False):
+        self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self.timeout = float(timeout)
+        self.cache_size = int(cache_size)
+        self.progress = progress
+        self._cache: OrderedDict = OrderedDict()
+        self._pool: TimeoutPool | None = None
+        self._lock = threading.Lock()
+        self.stats = {"graded": 0, "computed": 0, "cache_hits": 0, "timeouts": 0, "crashes": 0, "errors": 0}
+
+    # -- pool
+    def _get_pool(self) -> TimeoutPool:
+        if self._pool is None:
+            self._pool = TimeoutPool(
+                "evaluation.grader:grade_pair",
+                workers=self.workers,
+                timeout=self.timeout,
+                preload=["evaluation.symbolic"],
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- grading
+    def grade(
+        self,
+        golds: Sequence[Any],
+        preds: Sequence[str | None],
+        tolerances: Sequence[Any] | None = None,
+        answer_types: Sequence[str | None] | None = None,
+    ) -> list[bool]:
+        """Verdicts for extracted predictions (None = no answer = wrong)."""
+        n = len(preds)
+        if len(golds) != n:
+            raise ValueError(f"{len(golds)} golds for {n} predictions")
+        tolerances = tolerances or [None] * n
+        answer_types = answer_types or [None] * n
+        keys = []
+        for g, p, tol, at in zip(golds, preds, tolerances, answer_types):
+            keys.append(None if p is None else (gold_to_text(g), str(p), _as_tolerance(tol), at or None))
+        with self._lock:
+            todo, seen = [], set()
+            for k in keys:
+                if k is None or k in seen:
+                    continue
+                if k in self._cache:
+                    self._cache.move_to_end(k)
+                    self.stats["cache_hits"] += 1
+                else:
+                    seen.add(k)
+                    todo.append(k)
+            if todo:
+                self._run(todo)
+            self.stats["graded"] += n
+            return [False if k is None else bool(self._cache.get(k, False)) for k in keys]
+
+    def _run(self, todo: list[tuple]) -> None:
+        self.stats["computed"] += len(todo)
+        if self.workers == 0:
+            for k in todo:
+                try:
+                    self._store(k, grade_pair(*k))
+                except Exception:
+                    self.stats["errors"] += 1
+                    self._store(k, False)
+            return
+        bar = None
+        if self.progress and len(todo) >= 200:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="grading", leave=False)
+        try:
+            results = self._get_pool().map(todo, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        for k, (ok, value) in zip(todo, results):
+            if not ok:
+                self.stats["timeouts" if value == "timeout" else "crashes" if value == "crash" else "errors"] += 1
+            self._store(k, bool(value) if ok else False)
+
+    def _store(self, key, verdict: bool) -> None:
+        self._cache[key] = verdict
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def grade_responses(self, responses: Sequence[str | None], golds: Sequence[Any], **meta) -> tuple[list[str | None], list[bool]]:
+        """(extracted predictions, verdicts) for raw model responses."""
+        preds = [extract_answer(r) if isinstance(r, str) else None for r in responses]
+        return preds, self.grade(golds, preds, **meta)
+
+
+class MathReward:
+    """RL reward ``(responses, golds) -> [1.0 | 0.0]`` with the benchmark grader (see `Grader`).
+
+    One pool lives as long as the reward object; a timeout or a crashed worker scores 0.0 and the run
+    goes on. If the pool itself breaks it is rebuilt once per call.
+    """
+
+    def __init__(self, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.grader = Grader(workers=workers, timeout=timeout)
+
+    def __call__(self, responses: Sequence[str], golds: Sequence[Any]) -> list[float]:
+        if len(responses) != len(golds):
+            raise ValueError(f"{len(responses)} responses for {len(golds)} golds")
+        try:
+            _, ok = self.grader.grade_responses(responses, golds)
+        except (RuntimeError, OSError, EOFError) as exc:
+            log.warning("grader pool failed (%s); restarting it", exc)
+            self.grader.close()
+            _, ok = self.grader.grade_responses(responses, golds)
+        return [1.0 if c else 0.0 for c in ok]
+
+    def close(self) -> None:
+        self.grader.close()

@@ -1,0 +1,190 @@
+"""The grader CLI, the worker pool's time limit, the cache and the RL reward."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evaluation.extract import extract_answer
+from evaluation.grader import Grader, MathReward
+from evaluation.pool import TimeoutPool
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(tmp_path, rows_or_text, *extra):
+    src = tmp_path / "in.jsonl"
+    if isinstance(rows_or_text, str):
+        src.write_text(rows_or_text)
+    else:
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows_or_text))
+    dst = tmp_path / "out.jsonl"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.grade", "--input", str(src), "--output", str(dst), *extra],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    out = [json.loads(line) for line in dst.read_text().splitlines()] if dst.exists() else []
+    return proc, out, time.monotonic() - start
+
+
+def test_cli_rows_in_order_with_pred_and_correct(tmp_path):
+    rows = [
+        {"id": 1, "response": "so $\\boxed{\\frac{1}{2}}$", "answer": "0.5"},
+        {"id": 2, "response": "The answer is 7.", "answer": 8},
+        {"id": 3, "response": "no idea", "answer": "3"},
+        {"id": 4, "response": "\\boxed{27}", "answer": 27.0},
+        {"id": 5, "response": None, "answer": "1"},
+        {"id": 6, "response": "\\boxed{(1,8,19), (2,7,13)}", "answer": ["$(2,7,13), (1,8,19)$"], "extra": {"k": [1]}},
+    ]
+    proc, out, _ = run_cli(tmp_path, rows)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in out] == [1, 2, 3, 4, 5, 6]
+    assert [r["correct"] for r in out] == [True, False, False, True, False, True]
+    assert [r["pred"] for r in out] == ["\\frac{1}{2}", "7", None, "27", None, "(1,8,19), (2,7,13)"]
+    assert out[5]["extra"] == {"k": [1]} and out[5]["answer"] == ["$(2,7,13), (1,8,19)$"]
+
+
+def test_cli_reports_bad_rows_by_line(tmp_path):
+    text = (
+        json.dumps({"response": "\\boxed{1}", "answer": "1"}) + "\n"
+        "{not json\n"
+        "\n"
+        + json.dumps({"answer": "1"}) + "\n"
+        + json.dumps([1, 2]) + "\n"
+        + json.dumps({"response": 5, "answer": "1"}) + "\n"
+        + json.dumps({"response": "\\boxed{1}"}) + "\n"
+        + json.dumps({"response": "\\boxed{2}", "answer": "2"}) + "\n"
+    )
+    proc, out, _ = run_cli(tmp_path, text)
+    assert proc.returncode == 0
+    err = proc.stderr
+    assert "in.jsonl:2: row: invalid JSON" in err
+    assert "in.jsonl:4: field 'response': missing" in err
+    assert "in.jsonl:5: row: expected a JSON object" in err
+    assert "in.jsonl:6: field 'response': expected a string" in err
+    assert "in.jsonl:7: field 'answer': missing" in err
+    assert len(out) == 7  # the blank line is not a row
+    assert [r["correct"] for r in out] == [True, False, False, False, False, False, True]
+    assert all("error" in r for r in out[1:6]) and "error" not in out[0]
+    proc, _, _ = run_cli(tmp_path, text, "--strict")
+    assert proc.returncode == 1
+
+
+def test_cli_pathological_rows_are_false_fast_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    rows = [
+        {"response": "\\boxed{9^{9^{9^{9^{9}}}}}", "answer": "5"},
+        {"response": "(" * 5000, "answer": "5"},
+        {"response": "\\boxed{" + "(" * 5000 + "}", "answer": "5"},
+        {"response": f"\\boxed{{__import__('os').system('touch {marker}')}}", "answer": "0"},
+        {"response": f"\\boxed{{exec(\"open('{marker}','w')\")}}", "answer": "5"},
+        {"response": "\\boxed{5}", "answer": "5"},
+    ]
+    proc, out, seconds = run_cli(tmp_path, rows, "--timeout", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["correct"] for r in out] == [False] * 5 + [True]
+    assert seconds < 30
+    assert not marker.exists()
+
+
+def test_pool_kills_overrunning_and_crashing_workers():
+    pool = TimeoutPool("time:sleep", workers=2, timeout=0.5)
+    try:
+        start = time.monotonic()
+        res = pool.map([(0.01,), (30,), (0.01,), (30,), (0.01,)])
+        assert time.monotonic() - start < 15
+        assert [r[0] for r in res] == [True, False, True, False, True]
+        assert res[1] == (False, "timeout") and pool.restarts == 2
+    finally:
+        pool.close()
+    pool = TimeoutPool("os:_exit", workers=1, timeout=5)
+    try:
+        assert pool.map([(3,), (4,)]) == [(False, "crash"), (False, "crash")]
+    finally:
+        pool.close()
+
+
+def test_grader_caches_repeated_pairs():
+    with Grader(workers=1) as g:
+        golds = ["\\frac{1}{2}"] * 50
+        preds = ["0.5", "1/2"] * 25
+        assert g.grade(golds, preds) == [True] * 50
+        assert g.stats["computed"] == 2  # duplicates inside one batch are graded once
+        start = time.monotonic()
+        assert g.grade(golds, preds) == [True] * 50
+        assert time.monotonic() - start < 0.1
+        assert g.stats["computed"] == 2 and g.stats["cache_hits"] == 50
+
+
+def test_grader_in_process_mode_matches_workers():
+    pairs = [("4", "2^2"), ("(1,2)", "(2,1)"), ("25\\%", "0.25"), ("\\text{(B)}", "B")]
+    with Grader(workers=0) as a, Grader(workers=1) as b:
+        golds, preds = zip(*pairs)
+        assert a.grade(golds, preds) == b.grade(golds, preds) == [True, False, True, True]
+
+
+def test_math_reward_is_the_rl_reward():
+    from trapo.rewards import build_reward
+
+    reward = build_reward("math")
+    assert isinstance(reward, MathReward)
+    try:
+        out = reward(["so \\boxed{4}", "\\boxed{2^2}", "\\boxed{5}", "", "\\boxed{9^{9^{9^{9}}}}"], ["4", "4", "4", "4", "4"])
+        assert out == [1.0, 1.0, 0.0, 0.0, 0.0]
+        assert all(isinstance(x, float) for x in out)
+        start = time.monotonic()
+        for _ in range(20):  # RL calls repeat the same golds and answers: cached
+            assert reward(["\\boxed{4}"] * 8, ["4"] * 8) == [1.0] * 8
+        assert time.monotonic() - start < 1.0
+        with pytest.raises(ValueError):
+            reward(["a"], ["1", "2"])
+    finally:
+        reward.close()
+
+
+def test_math_reward_survives_a_dead_pool():
+    reward = MathReward(workers=1)
+    try:
+        assert reward(["\\boxed{1}"], ["1"]) == [1.0]
+        for w in reward.grader._pool.workers:  # simulate an OOM kill of every worker
+            w.proc.kill()
+        assert reward(["\\boxed{3}", "\\boxed{2}"], ["3", "3"]) == [1.0, 0.0]
+    finally:
+        reward.close()
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\boxed{1}, \\boxed{2}", "1, 2"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+        ("\\boxed{5", None),
+        ("The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+        ("Answer: 12 apples", "12 apples"),
+        ("#### 42", "42"),
+        ("blah blah", None),
+        ("$-3$", "-3"),
+        ("\\framebox{204}", "204"),
+        ("", None),
+    ],
+)
+def test_extraction(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_extraction_is_linear():
+    start = time.monotonic()
+    extract_answer("\\boxed{" * 20000)
+    extract_answer("(" * 100000)
+    extract_answer("answer is " * 20000)
+    extract_answer("$" * 100000)
+    assert time.monotonic() - start < 2.0

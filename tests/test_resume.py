@@ -1,0 +1,63 @@
+"""Kill a run after its first checkpoint, rerun the same command: the result equals an uninterrupted run."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cmd(run_dir, method):
+    return [sys.executable, str(ROOT / "experiments" / "run.py"), f"method={method}", "preset=smoke",
+            "train.steps=6", "checkpoint.every=2", "progress=false", f"hydra.run.dir={run_dir}"]
+
+
+def weights_hash(run_dir: Path) -> str:
+    final = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    return hashlib.sha256((final / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["trapo", "sft_rl"])
+def test_sigkill_then_resume_is_identical(tmp_path, method):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(cmd(ref_dir, method), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(cmd(dir_, method), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((dir_ / "checkpoints").glob("step_*")) and time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("the run ended before its first checkpoint")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (dir_ / "final_metrics.json").exists(), "killed too late to test a resume"
+    ckpts = sorted(p.name for p in (dir_ / "checkpoints").glob("step_*"))
+    assert ckpts and ckpts[-1] != "step_000006"
+
+    res = subprocess.run(cmd(dir_, method), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert weights_hash(dir_) == weights_hash(ref_dir)
+    ref = json.loads((ref_dir / "final_metrics.json").read_text())
+    got = json.loads((dir_ / "final_metrics.json").read_text())
+    assert got == ref
+
+    # the resumed run appended to the same MLflow run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("trapo")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # the resumed run holds every step once, the killed part included
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+        assert sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
