@@ -20,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    if cfg.engine.name == "openrlhf":  # Ray + DeepSpeed + vLLM (engine.dry_run=true prints the launch)
+        from trapo.engines.openrlhf.launch import main as launch_openrlhf
+
+        return launch_openrlhf(cfg, HydraConfig.get().runtime.output_dir)
+
     from trapo.trainer import Trainer
 
     out_dir = HydraConfig.get().runtime.output_dir

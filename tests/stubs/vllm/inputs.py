@@ -1,0 +1,5 @@
+"""Test-only stand-in for vllm.inputs."""
+
+
+class TokensPrompt(dict):
+    pass

@@ -1,0 +1,192 @@
+"""TRAPO's actor update inside OpenRLHF's DeepSpeed actor: `trapo.losses.policy_loss` on an Experience.
+
+`ActorPPOTrainer.training_step` (OpenRLHF 0.11.2) hands only `action_mask` to its PPO loss, so the
+subclass below replaces the step: the same Actor forward (log-probs of the action tokens, entropy), then
+TRAPO's objective with the masks rebuilt from the per-sample scalars that the rollout agent put in
+`Experience.info` (see `agent.py`):
+
+    expert = action_mask & (cumsum(action_mask) <= trapo_prefix_len)   TrSFT (x prefix weight and scale)
+    rl     = action_mask & ~expert                                     policy gradient with trapo_advantage
+
+Normaliser: the local engine divides every token sum of a step by n_samples x rollout.max_new_tokens
+(Dr.GRPO's constant). DeepSpeed divides each micro-batch loss by the gradient-accumulation steps and
+averages gradients over data-parallel ranks, and OpenRLHF gives each micro-batch the step's sample count
+divided by those steps (`loss_batch_info["global_batch_size"]`), so
+
+    normaliser = global_batch_size x max_new_tokens / dp_size
+
+gives the gradient of sum(all tokens of the step) / (n_samples x max_new_tokens) after DeepSpeed's
+scaling -- the local engine's update (tests/test_openrlhf_parity.py checks it to 1e-5).
+
+Metrics: OpenRLHF averages each metric over the step's samples (weighted by micro-batch size). Totals
+(loss, entropy sums, expert-token sums) are reported as value x n_step / n_micro so that average is the
+step's total; per-sample values are reported per sample. `mlflow_logger.trapo_metrics` turns them into
+the local engine's metric names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from trapo.losses import policy_loss
+
+from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
+from openrlhf.utils.loss_utils import get_loss_batch_info
+
+INFO_KEYS = ("trapo_prefix_len", "trapo_prefix_weight", "trapo_prefix_scale", "trapo_advantage",
+             "trapo_level", "trapo_guided", "trapo_completion_len", "trapo_zero_signal")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    prefix_loss: str
+    alpha: float
+    gamma: float
+    entropy_coef: float
+    max_new_tokens: int
+    n_levels: int
+    log_levels: bool
+
+    @classmethod
+    def from_config(cls, cfg) -> "LossSettings":
+        from trapo.engines.openrlhf.settings import rl_schedule
+
+        m = cfg.method
+        return cls(prefix_loss=str(m.prefix_loss), alpha=float(m.alpha), gamma=float(m.gamma),
+                   entropy_coef=float(m.entropy_coef), max_new_tokens=int(cfg.rollout.max_new_tokens),
+                   n_levels=rl_schedule(cfg).n_rounds,
+                   log_levels=m.guidance == "adaptive" or bool(m.off_policy))
+
+
+def per_sample(value, device) -> torch.Tensor:
+    """A per-sample value of Experience.info as a float [B] tensor (the replay buffer hands back lists)."""
+    if isinstance(value, (list, tuple)):
+        value = torch.stack([torch.as_tensor(v).reshape(()) for v in value])
+    return torch.as_tensor(value).to(device).float().reshape(-1)
+
+
+def trapo_masks(action_mask: torch.Tensor, prefix_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(expert, rl) bool masks [B, A]: the first `prefix_len` action tokens of a row are the expert prefix."""
+    act = action_mask.bool()
+    pos = act.long().cumsum(-1)
+    expert = act & (pos <= prefix_len.to(pos.device).long().unsqueeze(-1))
+    return expert, act & ~expert
+
+
+class TrapoActorPPOTrainer(ActorPPOTrainer):
+    """OpenRLHF's actor trainer with TRAPO's objective. Built by OpenRLHF, then adopted with `adopt`."""
+
+    trapo: LossSettings
+
+    def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info: Mapping[str, Any] | None = None):
+        st = self.trapo
+        args = self.args
+        if args.train.dynamic_batch_enable:
+            raise ValueError("TRAPO's constant normaliser needs --train.dynamic_batch_enable off")
+        self.actor.train()
+        if loss_batch_info is None:
+            loss_batch_info = get_loss_batch_info(self.strategy, experience.action_mask)
+        info = experience.info
+        action_mask = experience.action_mask
+        n_act = action_mask.shape[1]
+        dev = action_mask.device
+        col = {k: per_sample(info[k], dev) for k in INFO_KEYS}
+
+        logp, output = self.actor(experience.sequences, action_mask, attention_mask=experience.attention_mask,
+                                  return_output=True, ring_attn_group=self.strategy.ring_attn_group,
+                                  return_entropy=True)
+        entropy = output.entropy[:, -n_act:]
+        expert, rl = trapo_masks(action_mask, col["trapo_prefix_len"])
+        prefix_w = expert.float() * col["trapo_prefix_weight"][:, None]
+
+        dp_size = float(loss_batch_info["dp_size"])
+        n_window = float(loss_batch_info["global_batch_size"])  # samples of the optimizer step / accumulation steps
+        normalizer = n_window * st.max_new_tokens / dp_size
+        out = policy_loss(
+            logp, col["trapo_advantage"], rl.float(), prefix_w * col["trapo_prefix_scale"][:, None],
+            prefix_loss=st.prefix_loss, alpha=st.alpha, gamma=st.gamma, entropy=entropy,
+            entropy_coef=st.entropy_coef, normalizer=normalizer, old_logprobs=experience.action_log_probs,
+            clip_eps=float(args.actor.eps_clip),
+        )
+        self.strategy.backward(out.loss, self.actor, self.actor_optim)
+        self.strategy.optimizer_step(self.actor_optim, self.actor, self.actor_scheduler, name="actor")
+        if self.ema_model:
+            self.strategy.moving_average(self.actor, self.ema_model, self.ema_beta, "cuda")
+
+        # ---- metrics (see the module docstring for the weighting) ----
+        n_mb = float(action_mask.shape[0])
+        gas = float(max(int(getattr(self.strategy, "accumulated_gradient", 1)), 1))
+        to_step_total = n_window * gas / n_mb  # x (value of this micro-batch on this rank) -> step total
+        # the loss DeepSpeed back-propagates is the step's share times dp_size x gas
+        share = 1.0 / (dp_size * gas)
+        with torch.no_grad():
+            unguided = (col["trapo_guided"] == 0).float()
+            unguided_rl = rl.float() * unguided[:, None]
+            expert_w = prefix_w > 0
+            p = logp.detach().float().exp()
+            totals = {
+                "trapo/loss": float(out.loss.detach()) * share,
+                "trapo/pg_loss": float(out.pg_loss) * share,
+                "trapo/prefix_loss": float(out.prefix_loss) * share,
+                "trapo/ent_sum": float((entropy.detach().float() * unguided_rl).sum()),
+                "trapo/ent_tok": float(unguided_rl.sum()),
+                "trapo/exp_p_sum": float(p[expert_w].sum()),
+                "trapo/exp_tok": float(expert_w.sum()),
+                "trapo/exp_low": float((p[expert_w] < st.alpha).sum()),
+            }
+            metrics: dict[str, Any] = {k: torch.tensor(v * to_step_total) for k, v in totals.items()}
+            rewards = per_sample(info["reward"], dev) if "reward" in info else torch.zeros_like(unguided)
+            sample_vals = {
+                "trapo/reward": rewards,
+                "trapo/unguided": unguided,
+                "trapo/reward_unguided": rewards * unguided,
+                "trapo/len_unguided": col["trapo_completion_len"] * unguided,
+                "trapo/zero_signal": col["trapo_zero_signal"],
+            }
+            for lvl in range(st.n_levels):
+                sample_vals[f"trapo/level_{lvl}"] = (col["trapo_level"] == lvl).float()
+            metrics.update(sample_vals)
+        weights = {k: "sample" for k in metrics}
+        # OpenRLHF's progress bar reads "policy_loss"
+        metrics["policy_loss"] = metrics["trapo/loss"]
+        weights["policy_loss"] = "sample"
+        metrics["actor_lr"] = self.actor_scheduler.get_last_lr()[0]
+        weights["actor_lr"] = None
+        metrics["actor_grad_norm"] = self.strategy.get_grad_norm(self.actor)
+        weights["actor_grad_norm"] = None
+        return {"metrics": metrics, "weights": weights, "num_samples": n_mb,
+                "num_action_tokens": float(action_mask.sum().item())}
+
+
+def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
+    """Turn the ActorPPOTrainer that OpenRLHF built into TRAPO's (it adds no state but the settings).
+
+    The actor's log-probs are those of the policy itself, as in the local engine: OpenRLHF would divide
+    the logits by the rollout temperature, which only agrees at temperature 1 (the paper's setting).
+    """
+    trainer.__class__ = TrapoActorPPOTrainer
+    trainer.trapo = LossSettings.from_config(cfg)
+    trainer.actor.temperature = 1.0
+    return trainer
+
+
+def policy_actor_class(cfg_data: Mapping[str, Any]):
+    """A Ray actor class for OpenRLHF's `train()` in place of `PolicyModelActor` (shipped by value)."""
+    import ray
+
+    from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+
+    class TrapoPolicyModelActor(PolicyModelActor.__ray_actor_class__):
+        trapo_config = dict(cfg_data)
+
+        def init_model_from_pretrained(self, *args, **kwargs):
+            super().init_model_from_pretrained(*args, **kwargs)
+            from trapo.engines.openrlhf.settings import as_config
+
+            adopt(self.trainer, as_config(self.trapo_config))
+
+    TrapoPolicyModelActor.__name__ = TrapoPolicyModelActor.__qualname__ = "TrapoPolicyModelActor"
+    return ray.remote(num_gpus=1)(TrapoPolicyModelActor)

@@ -1,0 +1,237 @@
+"""TRAPO's rollout inside OpenRLHF's vLLM engines (`--train.agent_func_path` points at this file).
+
+OpenRLHF sends each prompt's n samples to one vLLM engine, which calls `AgentExecutor.execute` n times
+concurrently with one shared `sampling_params` object (`RolloutRayActor.generate_responses`, OpenRLHF
+0.11.2; `patches.TARGETS` pins it). The first of these calls runs the prompt's whole micro-group
+rollout with `trapo.rollout.rollout` -- rounds (4, 2, 1, 1), expert prefixes appended to the prompt
+tokens before generation, the guidance decision between rounds from the rewards of earlier rounds --
+and every call then returns one sample of that group.
+
+Each sample goes back to OpenRLHF as one response: tokens prompt + prefix + completion, one action
+range covering prefix + completion (so the actor gets log-probs for both), the reward (the project's
+grader on prefix + completion), and per-sample scalars in `extra_logs`, which OpenRLHF keeps in
+`Experience.info` through every concat/split:
+
+    trapo_prefix_len     expert tokens at the start of the action range (TrSFT, not RL)
+    trapo_prefix_weight  1, or 0 for a duplicated prefix (each prefix carries the loss once)
+    trapo_prefix_scale   1, or the advantage for LUFFY's off-policy reference sample
+    trapo_advantage      Dr.GRPO advantage (trapo.advantages.group_advantages over the group)
+    trapo_group          id of the prompt's group (unique within a step)
+    trapo_round          micro-group index of the sample
+    trapo_level          guidance level of the prompt (0-3)
+    trapo_guided         1 if the sample has a prefix
+    trapo_completion_len tokens the policy generated
+    trapo_zero_signal    1 if all rewards of the group are equal (no RL signal)
+
+The pure functions (`encode_label`, `tokenize_prompt`, `run_group`) hold all of this and are tested with
+a fake generation back end in place of vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
+from typing import Any, Callable, Sequence
+
+import torch
+
+from trapo import advantages as adv_lib
+from trapo.guidance import GuidanceSchedule
+from trapo.prefix import break_ends_from_offsets
+from trapo.rollout import Prompt, Sample, rollout
+
+try:  # OpenRLHF checks that AgentExecutor subclasses its base; the pure functions work without it
+    from openrlhf.utils.agent import AgentExecutorBase
+except ImportError:  # pragma: no cover - only when OpenRLHF is not installed
+    AgentExecutorBase = object
+
+LABEL_KEYS = ("answer", "solution")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def encode_label(answer: str, solution: str | None) -> str:
+    """The dataset's `label` column: gold answer and reference solution, as one JSON string."""
+    return json.dumps({"answer": str(answer), "solution": solution}, ensure_ascii=False)
+
+
+def decode_label(label: Any) -> dict:
+    """Inverse of `encode_label`; a plain string label is a gold answer without a reference solution."""
+    if isinstance(label, dict):
+        return {"answer": str(label.get("answer", "")), "solution": label.get("solution")}
+    if isinstance(label, str):
+        try:
+            obj = json.loads(label)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and "answer" in obj:
+            return {"answer": str(obj["answer"]), "solution": obj.get("solution")}
+        return {"answer": label, "solution": None}
+    return {"answer": str(label), "solution": None}
+
+
+def tokenize_prompt(tokenizer, prompt_text: str, solution: str, answer: str) -> Prompt:
+    """A `trapo.rollout.Prompt` exactly as the local trainer builds it (`Trainer._prompt`).
+
+    prompt_text is already formatted (`trapo.prompts.build_prompt`, done when the launcher writes the
+    dataset); the reference solution ends with EOS and knows its paragraph breaks.
+    """
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    enc = tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
+    return Prompt(list(prompt_ids), list(enc.input_ids) + [tokenizer.eos_token_id],
+                  break_ends_from_offsets(solution, enc.offset_mapping), str(answer))
+
+
+# ---- one prompt's group ---------------------------------------------------------------------------
+def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, group_id: int, zero_signal: bool,
+                    max_new_tokens: int | None) -> dict:
+    """One sample in the shape of OpenRLHF's agent responses (`AgentExecutorBase.execute`)."""
+    tokens = list(s.prompt_ids) + list(s.prefix_ids) + list(s.completion_ids)
+    start = len(s.prompt_ids)
+    return {
+        "prompt": prompt_text,
+        "label": label,
+        "images": None,
+        "mm_train_inputs": None,
+        "observation_tokens": tokens,
+        "action_ranges": [(start, len(tokens))],
+        "rollout_log_probs": None,
+        "truncated": bool(max_new_tokens is not None and len(s.completion_ids) >= max_new_tokens),
+        "reward": float(s.reward),
+        "scores": float(s.reward),
+        "extra_logs": {
+            "trapo_prefix_len": float(len(s.prefix_ids)),
+            "trapo_prefix_weight": float(s.prefix_loss_weight),
+            "trapo_prefix_scale": float(s.advantage if s.off_policy else 1.0),
+            "trapo_advantage": float(s.advantage),
+            "trapo_group": float(group_id),
+            "trapo_round": float(s.round),
+            "trapo_level": float(level),
+            "trapo_guided": float(s.guided),
+            "trapo_completion_len": float(len(s.completion_ids)),
+            "trapo_zero_signal": float(zero_signal),
+        },
+    }
+
+
+def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule, generate: Callable[[list[list[int]]], list[list[int]]],
+              decode: Callable[[list[int]], str], reward_fn, *, prompt_text: str, label: Any, group_id: int,
+              max_new_tokens: int | None = None) -> list[dict]:
+    """All G samples of one prompt, in rollout order, as OpenRLHF responses.
+
+    The rounds, prefixes and rewards come from `trapo.rollout.rollout`, the advantages from
+    `trapo.advantages.group_advantages` with the method's switches -- the same calls as the local trainer.
+    """
+    m = cfg.method
+    samples, levels = rollout([prompt], schedule, generate=generate, decode=decode, reward_fn=reward_fn,
+                              adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy))
+    rewards = torch.tensor([s.reward for s in samples])
+    groups = torch.zeros(len(samples), dtype=torch.long)
+    in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
+    advs = adv_lib.group_advantages(rewards, groups, in_base, scale_by_std=bool(m.scale_by_std))
+    for s, a in zip(samples, advs.tolist()):
+        s.advantage = a
+    zero = adv_lib.zero_signal_fraction(rewards, groups) == 1.0
+    return [sample_response(s, prompt_text=prompt_text, label=label, level=int(levels[0]), group_id=group_id,
+                            zero_signal=zero, max_new_tokens=max_new_tokens) for s in samples]
+
+
+# ---- the OpenRLHF hook ------------------------------------------------------------------------------
+class _Group:
+    def __init__(self, sampling_params, size: int):
+        self.sampling_params = sampling_params  # held so its id() stays unique while the group lives
+        self.size = size
+        self.claimed = 0
+        self.task: asyncio.Future | None = None
+
+
+class AgentExecutor(AgentExecutorBase):
+    """Loaded by OpenRLHF in every vLLM engine (`_load_agent_executor`), one instance per engine."""
+
+    def __init__(self, cfg=None, reward_fn=None, max_workers: int | None = None):
+        from trapo.engines.openrlhf.settings import config_from_env, rl_schedule
+
+        self.cfg = cfg if cfg is not None else config_from_env()
+        self.schedule = rl_schedule(self.cfg)
+        self._reward_fn = reward_fn
+        workers = max_workers or int(self.cfg.engine.get("agent_workers") or 64)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trapo-agent")
+        self._groups: dict[int, _Group] = {}
+        self._ids = itertools.count()
+        self._pid_part = (os.getpid() % 1024) * 16384  # group ids unique across engines, exact in float32
+
+    @property
+    def reward_fn(self):
+        if self._reward_fn is None:
+            from trapo.rewards import build_reward
+
+            self._reward_fn = build_reward(self.cfg.data.reward)
+        return self._reward_fn
+
+    async def _generate(self, llm_engine, inputs: list[list[int]], sampling_params, max_length: int) -> list[list[int]]:
+        async def one(ids: list[int]) -> list[int]:
+            sp = deepcopy(sampling_params)
+            budget = max_length - len(ids)
+            if sp.max_tokens is None or sp.max_tokens > budget:
+                sp.max_tokens = budget
+            if sp.max_tokens <= 0:
+                return []
+            out = await llm_engine.generate(list(ids), sp)
+            return list(out.outputs[0].token_ids)
+
+        return list(await asyncio.gather(*(one(x) for x in inputs)))
+
+    async def _run(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        gold = decode_label(label)
+
+        def generate(inputs: list[list[int]]) -> list[list[int]]:  # runs in a worker thread
+            fut = asyncio.run_coroutine_threadsafe(self._generate(llm_engine, inputs, sampling_params, max_length), loop)
+            return fut.result()
+
+        def work() -> list[dict]:
+            prompt = tokenize_prompt(hf_tokenizer, prompt_text, gold["solution"], gold["answer"])
+            group_id = self._pid_part + next(self._ids) % 16384
+            return run_group(prompt, self.cfg, self.schedule, generate,
+                             lambda ids: hf_tokenizer.decode(ids, skip_special_tokens=True), self.reward_fn,
+                             prompt_text=prompt_text, label=label, group_id=group_id,
+                             max_new_tokens=sampling_params.max_tokens)
+
+        return await loop.run_in_executor(self._pool, work)
+
+    async def _plain(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> dict:
+        """A prompt without a reference solution (e.g. OpenRLHF's evaluation): one unguided sample."""
+        ids = hf_tokenizer(prompt_text, add_special_tokens=False).input_ids
+        out = (await self._generate(llm_engine, [ids], sampling_params, max_length))[0]
+        gold = decode_label(label)
+        loop = asyncio.get_running_loop()
+        text = hf_tokenizer.decode(out, skip_special_tokens=True)
+        reward = (await loop.run_in_executor(self._pool, self.reward_fn, [text], [gold["answer"]]))[0]
+        s = Sample(0, 0, list(ids), [], out, reward=float(reward))
+        return sample_response(s, prompt_text=prompt_text, label=label, level=0, group_id=-1, zero_signal=False,
+                               max_new_tokens=sampling_params.max_tokens)
+
+    async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
+        if images:
+            raise ValueError("TRAPO's rollout is text-only")
+        if not decode_label(label)["solution"]:
+            return await self._plain(prompt, label, sampling_params, max_length, hf_tokenizer, llm_engine)
+        key = id(sampling_params)  # one object per `generate_responses` call, shared by its n executes
+        grp = self._groups.get(key)
+        if grp is None:
+            grp = self._groups[key] = _Group(sampling_params, self.schedule.group_size)
+            grp.task = asyncio.ensure_future(
+                self._run(prompt, label, sampling_params, max_length, hf_tokenizer, llm_engine))
+        slot = grp.claimed
+        grp.claimed += 1
+        if grp.claimed >= grp.size:
+            self._groups.pop(key, None)
+        if slot >= grp.size:
+            raise RuntimeError(f"more than guidance group size {grp.size} samples requested for one prompt: set "
+                               f"--rollout.n_samples_per_prompt to train.group_size")
+        responses = await asyncio.shield(grp.task)
+        return responses[slot]
+

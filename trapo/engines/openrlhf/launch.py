@@ -1,0 +1,338 @@
+"""From the Hydra config to an OpenRLHF run: the command line, the Ray job, the prompt file, the dry run.
+
+    python experiments/run.py engine=openrlhf method=trapo model=qwen2.5-math-7b data=openr1-math-46k preset=paper
+    python experiments/run.py engine=openrlhf method=trapo engine.dry_run=true     # print the launch, start nothing
+
+The run is OpenRLHF's `train_ppo_ray` driven by `python -m trapo.engines.openrlhf.entry` with OpenRLHF's
+own flags (`openrlhf_flags` maps every setting; `FLAGS_DOC` in docs/openrlhf.md lists them). The TRAPO
+settings that OpenRLHF has no flag for (method, guidance, reward, tracking) travel as the resolved config
+in $TRAPO_OPENRLHF_CONFIG. This module imports neither OpenRLHF nor Ray: the dry run works anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
+from trapo.engines.openrlhf.settings import check_supported, encode, to_container
+
+ENTRY = ("python", "-m", "trapo.engines.openrlhf.entry")
+AGENT_REL = "trapo/engines/openrlhf/agent.py"
+REPO = Path(__file__).resolve().parents[3]
+# not shipped to the cluster with the job's working dir
+WORKING_DIR_EXCLUDES = [".git", ".venv*", "outputs", "multirun", "mlruns", "mlartifacts", "mlflow.db", ".cache",
+                        "results", "**/__pycache__", "*.egg-info"]
+
+
+@dataclass(frozen=True)
+class Flag:
+    flag: str
+    value: Any  # True = a store_true flag that is set; a tuple = several values
+    source: str | None  # the config key(s) it comes from; None = fixed by TRAPO's recipe
+
+    def argv(self) -> list[str]:
+        if self.value is True:
+            return [self.flag]
+        if self.value is False or self.value is None:
+            return []
+        if isinstance(self.value, (tuple, list)):
+            return [self.flag, *(_fmt(v) for v in self.value)]
+        return [self.flag, _fmt(self.value)]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+@dataclass
+class Launch:
+    flags: list[Flag]
+    extra_args: list[str]
+    env: dict[str, str]
+    run_dir: Path
+    prompts_path: Path
+    n_rows: int
+    data_source: str
+    launcher: str
+    ray_address: str | None
+    working_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def openrlhf_argv(self) -> list[str]:
+        return [tok for f in self.flags for tok in f.argv()] + list(self.extra_args)
+
+    @property
+    def entry_argv(self) -> list[str]:
+        return [*ENTRY, *self.openrlhf_argv]
+
+    def runtime_env(self) -> dict:
+        return {"env_vars": dict(self.env), "excludes": list(WORKING_DIR_EXCLUDES)}
+
+    def command(self) -> list[str]:
+        """The exact command the launcher runs."""
+        if self.launcher == "ray_job":
+            return ["ray", "job", "submit", "--address", str(self.ray_address), "--working-dir", str(self.working_dir),
+                    "--runtime-env-json", json.dumps(self.runtime_env(), sort_keys=True), "--", *self.entry_argv]
+        return list(self.entry_argv)
+
+    def shell(self, multiline: bool = False) -> str:
+        cmd = self.command()
+        prefix = "" if self.launcher == "ray_job" else " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items()) + " "
+        if not multiline:
+            return prefix + shlex.join(cmd)
+        lines, cur = [], []
+        for tok in cmd:
+            if tok.startswith("--") and cur and tok != "--":
+                lines.append(shlex.join(cur))
+                cur = []
+            cur.append(tok)
+        lines.append(shlex.join(cur))
+        return prefix + " \\\n    ".join(lines)
+
+
+# ---- paths and sizes ---------------------------------------------------------------------------------
+def model_source(model_cfg) -> str:
+    """Local directory if it exists, else the hub id (OpenRLHF and vLLM download it on the cluster)."""
+    if model_cfg.kind == "tiny":
+        from trapo.models.tiny import cache_key, cache_root
+
+        return str(cache_root() / "models" / f"tiny-{cache_key(dict(model_cfg.arch), dict(model_cfg.pretrain))}")
+    if model_cfg.kind != "hf":
+        raise ValueError(f"engine=openrlhf needs a Hugging Face model (model.kind hf or tiny), got {model_cfg.kind!r}")
+    path = Path(str(model_cfg.path))
+    if path.exists() or not model_cfg.get("hub_id"):
+        return str(path.resolve())
+    return str(model_cfg.hub_id)
+
+
+def max_len(cfg) -> int:
+    e = cfg.engine
+    if e.get("max_len"):
+        return int(e.max_len)
+    return int(e.max_prompt_len) + int(e.max_solution_len) + int(cfg.rollout.max_new_tokens)
+
+
+def tracking_uri_abs() -> str:
+    from trapo.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def n_prompt_rows(cfg) -> int:
+    """The prompt file holds exactly the steps' prompts, so OpenRLHF runs train.steps steps in one episode."""
+    return int(cfg.train.steps) * int(cfg.train.prompts_per_step)
+
+
+def data_source(cfg) -> str:
+    d = cfg.data
+    if d.kind == "synthetic":
+        return f"synthetic (seed {d.seed}, {d.train.n} training problems)"
+    return f"{d.path}" + (f" (hub: {d.hub_id}, see scripts/prepare_openr1.py)" if d.get("hub_id") else "")
+
+
+# ---- the flags ---------------------------------------------------------------------------------------
+def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
+    e, t, r, m, ck = cfg.engine, cfg.train, cfg.rollout, cfg.method, cfg.checkpoint
+    out = Path(str(e.output_dir)) if e.get("output_dir") else run_dir / "openrlhf"
+    prompts = Path(str(e.data_dir)) / "prompts.jsonl" if e.get("data_dir") else out / "data" / "prompts.jsonl"
+    agent = AGENT_REL if launcher == "ray_job" else str(REPO / AGENT_REL)
+    colocate = bool(e.colocate_all)
+    F = Flag
+    return [
+        F("--actor.model_name_or_path", model_source(cfg.model), "model.path / model.hub_id"),
+        F("--data.prompt_dataset", str(prompts), "data (written by the launcher)"),
+        F("--data.input_key", "prompt", None),
+        F("--data.label_key", "label", None),
+        F("--data.max_len", max_len(cfg), "engine.max_len / engine.max_prompt_len + engine.max_solution_len + "
+          "rollout.max_new_tokens"),
+        F("--train.num_episodes", 1, None),
+        F("--rollout.batch_size", int(t.prompts_per_step), "train.prompts_per_step"),
+        F("--rollout.n_samples_per_prompt", int(t.group_size), "train.group_size"),
+        F("--train.batch_size", int(t.prompts_per_step) * int(t.group_size),
+          "train.prompts_per_step * train.group_size (one on-policy update per batch)"),
+        F("--train.max_epochs", 1, None),
+        F("--train.micro_batch_size", int(e.micro_train_batch_size), "engine.micro_train_batch_size"),
+        F("--rollout.micro_batch_size", int(e.micro_rollout_batch_size), "engine.micro_rollout_batch_size"),
+        F("--rollout.max_new_tokens", int(r.max_new_tokens), "rollout.max_new_tokens"),
+        F("--rollout.temperature", float(r.temperature), "rollout.temperature"),
+        F("--rollout.top_p", 1.0, None),
+        F("--actor.adam.lr", float(t.lr), "train.lr"),
+        F("--actor.adam.betas", (0.9, 0.999), None),  # torch.optim.AdamW's defaults, as the local engine
+        F("--actor.adam.eps", 1e-8, None),
+        F("--actor.adam.weight_decay", float(t.weight_decay), "train.weight_decay"),
+        F("--actor.lr_scheduler", "constant", None),
+        F("--actor.lr_warmup_ratio", 0.0, None),
+        F("--actor.max_norm", float(t.grad_clip), "train.grad_clip"),
+        F("--actor.entropy_coef", float(m.entropy_coef), "method.entropy_coef"),
+        F("--actor.eps_clip", 0.2, None),
+        F("--algo.advantage.estimator", "group_norm" if m.scale_by_std else "dr_grpo", "method.scale_by_std"),
+        F("--algo.kl.init_coef", 0.0, None),  # no KL penalty, no reference model
+        F("--train.agent_func_path", agent, None),
+        F("--train.seed", int(cfg.seed), "seed"),
+        F("--actor.num_nodes", int(e.num_nodes), "engine.num_nodes"),
+        F("--actor.num_gpus_per_node", int(e.actor_gpus_per_node), "engine.actor_gpus_per_node"),
+        F("--vllm.num_engines", int(e.vllm_num_engines), "engine.vllm_num_engines"),
+        F("--vllm.tensor_parallel_size", int(e.vllm_tensor_parallel_size), "engine.vllm_tensor_parallel_size"),
+        F("--vllm.gpu_memory_utilization", float(e.vllm_gpu_memory_utilization), "engine.vllm_gpu_memory_utilization"),
+        F("--vllm.enable_prefix_caching", bool(e.vllm_enable_prefix_caching), "engine.vllm_enable_prefix_caching"),
+        F("--vllm.enforce_eager", bool(e.vllm_enforce_eager), "engine.vllm_enforce_eager"),
+        F("--train.colocate_all", colocate, "engine.colocate_all"),
+        F("--vllm.enable_sleep", colocate, "engine.colocate_all"),
+        F("--ds.enable_sleep", colocate, "engine.colocate_all"),
+        F("--ds.zero_stage", int(e.zero_stage), "engine.zero_stage"),
+        F("--ds.param_dtype", str(e.param_dtype), "engine.param_dtype"),
+        F("--ds.adam_offload", bool(e.adam_offload), "engine.adam_offload"),
+        F("--actor.gradient_checkpointing_enable", bool(e.gradient_checkpointing), "engine.gradient_checkpointing"),
+        F("--ds.attn_implementation", str(e.attn_implementation), "engine.attn_implementation"),
+        F("--ds.packing_samples", bool(e.packing_samples), "engine.packing_samples"),
+        F("--ckpt.output_dir", str(out / "final"), "engine.output_dir"),
+        F("--ckpt.path", str(out / "checkpoints"), "engine.output_dir"),
+        F("--ckpt.save_steps", int(ck.every) if int(ck.every) > 0 else -1, "checkpoint.every"),
+        F("--ckpt.max_num", int(ck.keep), "checkpoint.keep"),
+        F("--ckpt.save_hf", True, None),
+        F("--ckpt.load_enable", cfg.resume == "auto", "resume"),
+        F("--logger.logging_steps", 1, None),
+    ]
+
+
+def build_launch(cfg, run_dir: str | Path) -> Launch:
+    from trapo.config import validate_config
+
+    validate_config(cfg)
+    check_supported(cfg)
+    e = cfg.engine
+    launcher = str(e.launcher)
+    if launcher not in ("ray_job", "local"):
+        raise ValueError(f"config engine.launcher must be 'ray_job' or 'local', got {launcher!r}")
+    run_dir = Path(run_dir).resolve()
+    flags = openrlhf_flags(cfg, run_dir, launcher=launcher)
+    prompts = Path(next(f.value for f in flags if f.flag == "--data.prompt_dataset"))
+    env = {CONFIG_ENV: encode(cfg), "MLFLOW_TRACKING_URI": tracking_uri_abs()}
+    working_dir = Path(str(e.working_dir)).resolve() if e.get("working_dir") else REPO
+    notes = []
+    if bool(e.colocate_all) and int(e.num_nodes) * int(e.actor_gpus_per_node) != \
+            int(e.vllm_num_engines) * int(e.vllm_tensor_parallel_size):
+        raise ValueError("config engine.colocate_all: num_nodes x actor_gpus_per_node must equal "
+                         "vllm_num_engines x vllm_tensor_parallel_size (OpenRLHF shares each GPU between both)")
+    if float(cfg.rollout.temperature) != 1.0:
+        notes.append("rollout.temperature != 1: the actor's log-probs are the policy's own (as the local engine), "
+                     "not OpenRLHF's temperature-scaled ones")
+    return Launch(flags=flags, extra_args=[str(a) for a in (e.get("extra_args") or [])], env=env, run_dir=run_dir,
+                  prompts_path=prompts, n_rows=n_prompt_rows(cfg), data_source=data_source(cfg), launcher=launcher,
+                  ray_address=str(e.ray_address) if e.get("ray_address") else None, working_dir=working_dir,
+                  notes=notes)
+
+
+# ---- the prompt file -------------------------------------------------------------------------------
+def step_prompt_indices(n: int, steps: int, per_step: int, seed: int) -> list[int]:
+    """The prompts of every step, as the local trainer draws them (`Trainer._batch_indices`)."""
+    from trapo.trainer import step_seed
+
+    out, perms = [], {}
+    for k in range(steps * per_step):
+        epoch, pos = divmod(k, n)
+        if epoch not in perms:
+            perms[epoch] = random.Random(step_seed(seed, epoch, salt=1)).sample(range(n), n)
+        out.append(perms[epoch][pos])
+    return out
+
+
+def write_prompts(cfg, path: Path) -> int:
+    """OpenRLHF's prompt dataset: formatted prompt + label (gold answer and reference solution)."""
+    from transformers import AutoTokenizer
+
+    from trapo.data.loading import load_dataset
+    from trapo.engines.openrlhf.agent import encode_label
+    from trapo.models.loading import resolve_model_path
+    from trapo.prompts import build_prompt
+
+    data = load_dataset(cfg.data)
+    items = data.train
+    if not items:
+        raise ValueError("the training set is empty")
+    missing = sum(1 for it in items if not it.solution)
+    if missing:
+        raise ValueError(f"{missing} training rows have no reference solution: TRAPO's prefixes need one per prompt")
+    template = cfg.model.get("prompt_template")
+    if cfg.model.kind == "tiny":
+        from trapo.models.tiny import PROMPT_TEMPLATE
+
+        template = template or PROMPT_TEMPLATE
+    mpath = resolve_model_path(cfg.model)
+    tok = AutoTokenizer.from_pretrained(str(mpath) if Path(mpath).exists() else str(cfg.model.hub_id))
+    idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        for i in idx:
+            it = items[i]
+            fh.write(json.dumps({"prompt": build_prompt(it.question, tok, template),
+                                 "label": encode_label(it.answer, it.solution)}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return len(idx)
+
+
+# ---- dry run and launch --------------------------------------------------------------------------------
+def describe(cfg, launch: Launch) -> str:
+    from omegaconf import OmegaConf
+
+    lines = [
+        f"# TRAPO on OpenRLHF {OPENRLHF_VERSION}: dry run (nothing was started)",
+        f"# 1. prompts: {launch.data_source}",
+        f"#    -> {launch.prompts_path} ({launch.n_rows} rows = train.steps {cfg.train.steps} x "
+        f"train.prompts_per_step {cfg.train.prompts_per_step}; fields prompt, label)",
+        f"# 2. launch ({launch.launcher}"
+        + (f", Ray dashboard {launch.ray_address}, working dir {launch.working_dir}" if launch.launcher == "ray_job"
+           else ", driver on this machine; RAY_ADDRESS picks the cluster") + "):",
+        launch.shell(multiline=True),
+        "# the same command on one line:",
+        "LAUNCH: " + launch.shell(),
+        f"# ${CONFIG_ENV} carries the resolved config below to every Ray worker "
+        "(rollout agent, actors, MLflow logger).",
+    ]
+    lines += [f"# note: {n}" for n in launch.notes]
+    lines += ["# resolved config:", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))]
+    return "\n".join(lines)
+
+
+def validate_with_openrlhf(launch: Launch) -> str:
+    """Parse the launch with OpenRLHF's own parser and checks when OpenRLHF is installed here."""
+    try:
+        from trapo.engines.openrlhf.patches import parse_openrlhf_args
+    except ImportError as e:  # pragma: no cover
+        return f"# not checked with OpenRLHF's parser ({e})"
+    try:
+        parse_openrlhf_args(launch.openrlhf_argv)
+    except ImportError:
+        return "# OpenRLHF is not installed here: the flags were not checked with its parser"
+    return f"# checked: OpenRLHF's own parser and argument checks accept these flags"
+
+
+def main(cfg, run_dir: str | Path) -> float:
+    launch = build_launch(cfg, run_dir)
+    if bool(cfg.engine.dry_run):
+        print(describe(cfg, launch))
+        print(validate_with_openrlhf(launch))
+        return 0.0
+    n = write_prompts(cfg, launch.prompts_path)
+    print(f"wrote {n} prompts to {launch.prompts_path}")
+    print(launch.shell(multiline=True), flush=True)
+    env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
+    rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
+    if rc != 0:
+        raise SystemExit(rc)
+    return 0.0
+

@@ -1,0 +1,200 @@
+"""Where OpenRLHF offers no hook: every such place, pinned to OpenRLHF 0.11.2.
+
+1. `openrlhf/cli/train_ppo_ray.py`, block `if __name__ == "__main__":` -- OpenRLHF builds its argument
+   parser and validates the arguments only there (no parser function). `run_cli_block` runs that block
+   from OpenRLHF's own source with `train` replaced, so our entry and the dry-run test use OpenRLHF's
+   exact flags, defaults and checks.
+2. `train_ppo_ray.train` -- creates the actor group from the module global `PolicyModelActor` and imports
+   `openrlhf.trainer.ppo_trainer.PPOTrainer` when called. `train_with_trapo` rebinds both, in the driver
+   only (Ray ships the actor classes by value), to `actor.policy_actor_class` (TRAPO's loss) and
+   `ppo_trainer_class` (MLflow in the tensorboard slot).
+3. Contracts the subclasses and the rollout agent rely on: `ActorPPOTrainer.training_step` (replaced),
+   `ActorPPOTrainer.ppo_train` (consumes its return value), `PolicyModelActor.init_model_from_pretrained`
+   (builds the trainer that `actor.adopt` takes over), `BasePPOTrainer.__init__` and
+   `save_logs_and_checkpoints` (the logger slot), `RolloutRayActor.generate_responses` (n concurrent
+   `execute` calls sharing one sampling_params) and `SamplesGenerator._process_response_into_experience`
+   (action_ranges -> action_mask, extra_logs -> info).
+
+`TARGETS` holds the sha256 of each of these sources as released in 0.11.2; `check_targets` (run by the
+entry, and by tests/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
+deliberate re-check of this file, not a silent change of the algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping
+
+from trapo.engines.openrlhf import OPENRLHF_VERSION
+
+ALLOW_DRIFT_ENV = "TRAPO_OPENRLHF_ALLOW_DRIFT"
+
+# module, qualified name ("__main__" = the `if __name__ == "__main__":` block) -> sha256 of its source
+TARGETS: dict[tuple[str, str], str] = {
+    ("openrlhf.cli.train_ppo_ray", "__main__"):
+        "f482b05bfbd77153c04211aa111dd106e397040cf8b8e7bf6a1d68ae43c3e69b",
+    ("openrlhf.cli.train_ppo_ray", "train"):
+        "e4fb14095396487e70c0a0188de1477f036a6c98bb82d27dc6005cea1fa2c8ff",
+    ("openrlhf.trainer.ray.ppo_actor", "ActorPPOTrainer.training_step"):
+        "2ade5cf8894c07cc27adce23d61f517d252e79f706a2d1472e152dded60130f1",
+    ("openrlhf.trainer.ray.ppo_actor", "ActorPPOTrainer.ppo_train"):
+        "0f0d2afe178f37667d992a432c4f07c84a388b9b44b4b062fb13d0905d180f65",
+    ("openrlhf.trainer.ray.ppo_actor", "PolicyModelActor.init_model_from_pretrained"):
+        "502577568fbb1b6495a9823f685271cf18cdcd5c1a5e473d0474d5c1e2164652",
+    ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.__init__"):
+        "52108ae9a9ec0d8f5a926cfa378ad815f0829604905000aec8b66b83dc5d8cfe",
+    ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints"):
+        "669909c3e1b7a218a8e71d601f319cb252215fbaba55b8c69d2316a14d097518",
+    ("openrlhf.trainer.ray.vllm_engine", "RolloutRayActor.generate_responses"):
+        "6cefbd6ae411c7c9e6655294ad414140176233d94b5922a1075b8e1a881035b5",
+    ("openrlhf.trainer.ppo_utils.samples_generator", "SamplesGenerator._process_response_into_experience"):
+        "71baa87a021cfdc0095dceeee847810f7f71558c6a36bdd0373c647434263ce6",
+}
+
+
+# ---- reading OpenRLHF's source without importing it (no vLLM needed) ---------------------------------
+def module_file(module: str) -> Path:
+    """Path of an OpenRLHF module's source, found without importing its packages (which import vLLM)."""
+    root, _, rest = module.partition(".")
+    spec = importlib.util.find_spec(root)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{root} not found: install OpenRLHF (pip install -e .[openrlhf], or "
+                          f"scripts/install_openrlhf.sh for the CPU test route)")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*rest.split(".")).with_suffix(".py")
+    if not path.exists():
+        raise ImportError(f"{module}: {path} not found")
+    return path
+
+
+def _find(tree: ast.Module, qualname: str) -> ast.AST:
+    if qualname == "__main__":
+        for node in tree.body:
+            if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                    and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"):
+                return node
+        raise LookupError("no `if __name__ == '__main__':` block")
+    body, node = tree.body, None
+    for part in qualname.split("."):
+        node = next((n for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and n.name == part), None)
+        if node is None:
+            raise LookupError(f"{qualname}: {part} not found")
+        body = node.body
+    return node
+
+
+def target_source(module: str, qualname: str) -> str:
+    path = module_file(module)
+    text = path.read_text()
+    node = _find(ast.parse(text), qualname)
+    return ast.get_source_segment(text, node)
+
+
+def target_hash(module: str, qualname: str) -> str:
+    return hashlib.sha256(target_source(module, qualname).encode()).hexdigest()
+
+
+def installed_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openrlhf")
+    except PackageNotFoundError:
+        return None
+
+
+def check_targets() -> list[str]:
+    """Problems found: a different OpenRLHF version, or a changed source of a function we hook into."""
+    problems = []
+    ver = installed_version()
+    if ver != OPENRLHF_VERSION:
+        problems.append(f"OpenRLHF {ver} installed; trapo.engines.openrlhf targets {OPENRLHF_VERSION}")
+    for (module, qual), want in TARGETS.items():
+        try:
+            got = target_hash(module, qual)
+        except (ImportError, LookupError, OSError) as e:
+            problems.append(f"{module}:{qual}: {e}")
+            continue
+        if got != want:
+            problems.append(f"{module}:{qual} changed (sha256 {got[:12]}, expected {want[:12]}): re-check "
+                            f"trapo/engines/openrlhf/patches.py against it")
+    return problems
+
+
+def require_targets() -> None:
+    problems = check_targets()
+    if problems and os.environ.get(ALLOW_DRIFT_ENV) != "1":
+        raise RuntimeError("OpenRLHF does not match what TRAPO's integration was written for:\n  "
+                           + "\n  ".join(problems) + f"\n(set {ALLOW_DRIFT_ENV}=1 to run anyway)")
+
+
+# ---- 1. OpenRLHF's CLI block -------------------------------------------------------------------------
+def run_cli_block(argv: list[str], train: Callable[[Any], Any]) -> None:
+    """Run OpenRLHF's `train_ppo_ray` __main__ block (parser, defaults, checks) on argv; it ends in `train(args)`."""
+    module = "openrlhf.cli.train_ppo_ray"
+    path = module_file(module)
+    block = _find(ast.parse(path.read_text()), "__main__")
+    code = compile(ast.Module(body=block.body, type_ignores=[]), str(path), "exec")
+    namespace = {"__name__": "__main__", "argparse": argparse, "datetime": datetime.datetime, "os": os,
+                 "train": train}
+    old_argv = sys.argv
+    sys.argv = [str(path), *argv]
+    try:
+        exec(code, namespace)  # noqa: S102 - OpenRLHF's own, installed source
+    finally:
+        sys.argv = old_argv
+
+
+def parse_openrlhf_args(argv: list[str]) -> SimpleNamespace:
+    """OpenRLHF's hierarchical args for argv, after its own validation (nothing is started)."""
+    got: list[Any] = []
+    run_cli_block(list(argv), got.append)
+    return got[0]
+
+
+# ---- 2. the classes train() uses -----------------------------------------------------------------------
+def ppo_trainer_class(cfg_data: Mapping[str, Any]):
+    """OpenRLHF's PPOTrainer (the controller) with `mlflow_logger.MlflowLogger` in the tensorboard slot."""
+    import ray
+
+    from openrlhf.trainer.ppo_trainer import PPOTrainer
+
+    class TrapoPPOTrainer(PPOTrainer.__ray_actor_class__):
+        trapo_config = dict(cfg_data)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            from trapo.engines.openrlhf.mlflow_logger import MlflowLogger
+            from trapo.engines.openrlhf.settings import as_config
+
+            self.tensorboard_logger = MlflowLogger(as_config(self.trapo_config))
+
+    TrapoPPOTrainer.__name__ = TrapoPPOTrainer.__qualname__ = "TrapoPPOTrainer"
+    return ray.remote(TrapoPPOTrainer)
+
+
+def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """OpenRLHF's `train(args)` with TRAPO's actor and logger (rebinding happens in this driver only)."""
+    import ray
+
+    import openrlhf.cli.train_ppo_ray as cli
+    import openrlhf.trainer.ppo_trainer as ppo_trainer
+    from trapo.engines.openrlhf.actor import policy_actor_class
+
+    if args.train.async_enable:
+        raise ValueError("TRAPO's engine runs OpenRLHF synchronously (one on-policy update per batch)")
+    cli.PolicyModelActor = policy_actor_class(cfg_data)
+    ppo_trainer.PPOTrainer = ppo_trainer_class(cfg_data)
+    if not ray.is_initialized():
+        env_vars = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+        env_vars.update({k: v for k, v in env.items() if v is not None})
+        ray.init(runtime_env={"env_vars": env_vars})
+    cli.train(args)

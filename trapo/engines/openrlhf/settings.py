@@ -1,0 +1,68 @@
+"""The resolved run config as the Ray workers see it, and the schedule the local trainer would use.
+
+The launcher puts the resolved Hydra config (JSON) in the environment of the Ray job; the vLLM engines
+(rollout agent), the actors (loss) and the controller (MLflow) rebuild what they need from it with the
+same functions as the local trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from trapo.engines.openrlhf import CONFIG_ENV
+from trapo.guidance import GuidanceSchedule
+
+SUPPORTED_METHODS_NOTE = "SFT phases (method.sft_fraction > 0) are not wired to OpenRLHF; use engine=local for sft/sft_rl"
+
+
+def to_container(cfg) -> dict:
+    """A plain dict of a (possibly OmegaConf) config, interpolations resolved."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        pass
+    return json.loads(json.dumps(cfg))
+
+
+def as_config(data: Mapping[str, Any]):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(dict(data))
+
+
+def encode(cfg) -> str:
+    return json.dumps(to_container(cfg), sort_keys=True, separators=(",", ":"))
+
+
+def config_from_env(environ: Mapping[str, str] | None = None):
+    environ = os.environ if environ is None else environ
+    raw = environ.get(CONFIG_ENV)
+    if not raw:
+        raise RuntimeError(
+            f"${CONFIG_ENV} is not set: start runs with `python experiments/run.py engine=openrlhf ...`, which puts "
+            "the resolved config into the Ray job's environment"
+        )
+    return as_config(json.loads(raw))
+
+
+def rl_schedule(cfg) -> GuidanceSchedule:
+    """The micro-group schedule of the RL phase: exactly what `trapo.trainer.Trainer` uses."""
+    from trapo.trainer import guidance_schedule
+
+    if cfg.method.guidance == "adaptive":
+        return guidance_schedule(cfg)
+    return GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
+
+
+def check_supported(cfg) -> None:
+    if float(cfg.method.sft_fraction) > 0:
+        raise ValueError(f"config method.sft_fraction={cfg.method.sft_fraction}: {SUPPORTED_METHODS_NOTE}")
+    sched = rl_schedule(cfg)
+    if sched.group_size != int(cfg.train.group_size):
+        raise ValueError(f"config guidance.group_sizes {list(sched.group_sizes)} sum to {sched.group_size}, "
+                         f"but train.group_size is {cfg.train.group_size}")
