@@ -16,7 +16,7 @@ def test_solution_is_correct_and_structured():
             assert len(paras) == steps + 1 and p.steps == steps
             value = int(re.match(r"\w+ has (\d+)", p.question).group(1))
             for line in paras[:-1]:
-                expr, result = line.split("=")
+                expr, result = line.split(": ")[1].split("=")
                 a, op, b = re.fullmatch(r"(\d+)([-+*/])(\d+)", expr).groups()
                 assert int(a) == value
                 value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) // int(b)}[op]

@@ -5,11 +5,11 @@ equation per step, separated by blank lines (the paragraph breaks expert prefixe
 \\boxed{answer}. Difficulty is the number of steps. Everything is deterministic given the seed.
 
     Q: Mia has 7 eggs. Gets 5 more. Gives away 3. Doubles them. How many eggs?
-    A: 7+5=12
+    A: Gets 5 more: 7+5=12
 
-       12-3=9
+       Gives away 3: 12-3=9
 
-       9*2=18
+       Doubles them: 9*2=18
 
        \\boxed{18}
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-GENERATOR_VERSION = 2  # bump when the text format changes: it is part of the tiny model's cache key
+GENERATOR_VERSION = 3  # bump when the text format changes: it is part of the tiny model's cache key
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Amy", "Dan"]
 ITEMS = ["eggs", "pens", "coins", "cards", "books", "shells", "apples", "stamps", "marbles", "cups"]
@@ -64,7 +64,7 @@ def make_problem(rng: random.Random, steps: int) -> Problem:
     for _ in range(steps):
         sentence, line, x = _operation(rng, x)
         sentences.append(sentence)
-        lines.append(line)
+        lines.append(f"{sentence[:-1]}: {line}")
     sentences.append(f"How many {item}?")
     solution = "\n\n".join(lines + [f"\\boxed{{{x}}}"])
     return Problem(" ".join(sentences), solution, str(x), steps)
