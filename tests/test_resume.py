@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cmd(run_dir, method):
     return [sys.executable, str(ROOT / "experiments" / "run.py"), f"method={method}", "preset=smoke",
-            "train.steps=6", "checkpoint.every=2", "progress=false", f"hydra.run.dir={run_dir}"]
+            "train.steps=6", "checkpoint.every=2", "++train.warmup_steps=3",  # the LR schedule's state matters
+            "progress=false", f"hydra.run.dir={run_dir}"]
 
 
 def weights_hash(run_dir: Path) -> str:
@@ -50,6 +51,8 @@ def test_sigkill_then_resume_is_identical(tmp_path, method):
     ref = json.loads((ref_dir / "final_metrics.json").read_text())
     got = json.loads((dir_ / "final_metrics.json").read_text())
     assert got == ref
+    steps = [json.loads(line)["step"] for line in (dir_ / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the steps redone after the checkpoint are logged once
 
     # the resumed run appended to the same MLflow run
     from mlflow.tracking import MlflowClient

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from omegaconf import OmegaConf
+
 from trapo.guidance import PRESETS
 from trapo.losses import PREFIX_LOSSES
 
@@ -28,8 +30,11 @@ def validate_config(cfg) -> None:
     for key in ("steps", "prompts_per_step", "group_size", "micro_batch_size"):
         if int(t[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {t[key]}")
-    if float(t.lr) <= 0:
-        _fail("train.lr", f"must be > 0, got {t.lr}")
+    for key in ("lr", "sft_lr"):
+        if key in t and float(t[key]) <= 0:
+            _fail(f"train.{key}", f"must be > 0, got {t[key]}")
+    if int(t.get("warmup_steps", 0) or 0) < 0:
+        _fail("train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
     if t.on_nonfinite not in ("stop", "skip"):
         _fail("train.on_nonfinite", f"must be 'stop' or 'skip', got {t.on_nonfinite!r}")
     if int(cfg.rollout.max_new_tokens) < 1:
@@ -38,6 +43,21 @@ def validate_config(cfg) -> None:
         _fail("rollout.temperature", f"must be >= 0, got {cfg.rollout.temperature}")
     if cfg.resume not in ("auto", "never"):
         _fail("resume", f"must be 'auto' or 'never', got {cfg.resume!r}")
+    if int(cfg.checkpoint.every) < 0:
+        _fail("checkpoint.every", f"must be >= 0 (0 = no intermediate checkpoints), got {cfg.checkpoint.every}")
+    if int(cfg.checkpoint.keep) < 1:
+        _fail("checkpoint.keep", f"must be >= 1, got {cfg.checkpoint.keep}")
+    if int(cfg.eval.every) < 0:
+        _fail("eval.every", f"must be >= 0, got {cfg.eval.every}")
+    if not isinstance(cfg.model.get("trust_remote_code", False), bool):
+        _fail("model.trust_remote_code", f"must be true or false, got {cfg.model.trust_remote_code!r}")
+    d = cfg.data
+    if d.kind == "synthetic" and int(d.train.n) < 1:
+        _fail("data.train.n", f"the training set would be empty (n={d.train.n})")
+    if d.kind == "jsonl" and (OmegaConf.is_missing(d, "path") or not str(d.path or "")):
+        _fail("data.path", "set the JSON-lines file, e.g. data=jsonl data.path=/path/to/train.jsonl")
+    if d.kind not in ("synthetic", "jsonl"):
+        _fail("data.kind", f"must be 'synthetic' or 'jsonl', got {d.kind!r}")
     # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds)
     from trapo.trainer import guidance_schedule
 

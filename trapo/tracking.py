@@ -1,16 +1,46 @@
-"""MLflow tracking: one run per training job, metrics logged in batches (one call per step)."""
+"""MLflow tracking: one run per training job, metrics logged in batches (one call per step).
+
+Failures: a tracking store that cannot be reached when a run starts is an error (`check_reachable`, before
+any work). Once the run exists, a failing call is retried (`retries`, exponential `backoff`); if it still
+fails, what it carried is appended to `fallback_path` (JSON lines, `<run dir>/mlflow_fallback.jsonl` for the
+trainer) and training goes on. Without a fallback path the last error is raised.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RETRIES = 3        # attempts per call once the run exists
+BACKOFF_S = 1.0    # wait before the 2nd attempt; doubles after each failure
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Raise a RuntimeError naming the URI when the tracking store cannot be reached. Creates nothing."""
+    uri = uri or tracking_uri()
+    hint = "start the server or set MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db)"
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:  # any HTTP answer means a server is there; only one attempt, so this takes seconds, not minutes
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as e:
+            raise RuntimeError(f"MLflow tracking server {uri} is unreachable ({type(e).__name__}); {hint}") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.parent.is_dir():
+            raise RuntimeError(f"MLflow tracking store {uri}: directory {db.parent} does not exist; {hint}")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -28,34 +58,69 @@ class Tracker:
     """A thin wrapper over MlflowClient so a multirun job never inherits another job's active run."""
 
     def __init__(self, experiment: str, run_name: str, run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, parent_run_id: str | None = None):
+                 tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+                 fallback_path: str | Path | None = None, retries: int | None = None,
+                 backoff: float | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        self.fallback_path = Path(fallback_path) if fallback_path is not None else None
+        self.retries = max(1, int(RETRIES if retries is None else retries))
+        self.backoff = float(BACKOFF_S if backoff is None else backoff)
+        uri = tracking_uri()
+        check_reachable(uri)
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri())
-        self.client = MlflowClient(tracking_uri())
-        exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
-        if run_id is not None:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            all_tags = dict(tags or {})
-            if parent_run_id:
-                all_tags["mlflow.parentRunId"] = parent_run_id
-            run = self.client.create_run(exp_id, run_name=run_name, tags=all_tags)
-            self.run_id = run.info.run_id
+        try:
+            mlflow.set_tracking_uri(uri)
+            self.client = MlflowClient(uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+            if run_id is not None:
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                all_tags = dict(tags or {})
+                if parent_run_id:
+                    all_tags["mlflow.parentRunId"] = parent_run_id
+                run = self.client.create_run(exp_id, run_name=run_name, tags=all_tags)
+                self.run_id = run.info.run_id
+        except Exception as e:
+            raise RuntimeError(f"MLflow tracking store {uri}: cannot start the run ({type(e).__name__}: {e})") from e
         self._pending: list = []
+
+    def _call(self, what: str, fn: Callable[[], None], record: Mapping[str, Any]) -> bool:
+        """fn() with retries; on final failure `record` goes to the fallback file (or the error is raised)."""
+        delay, err = self.backoff, None
+        for attempt in range(self.retries):
+            try:
+                fn()
+                return True
+            except Exception as e:  # network, server, store errors: all retried the same way
+                err = e
+                if attempt + 1 < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+        if self.fallback_path is None:
+            raise err
+        log.warning("MLflow %s failed %d times (%s: %s); written to %s instead", what, self.retries,
+                    type(err).__name__, err, self.fallback_path)
+        self.fallback_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.fallback_path, "a") as fh:
+            fh.write(json.dumps({"time": time.time(), "run_id": self.run_id, "call": what, **record,
+                                 "error": f"{type(err).__name__}: {err}"}) + "\n")
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        existing = self.client.get_run(self.run_id).data.params
-        items = [p for p in items if p.key not in existing]  # a resumed run keeps its params
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        def send():
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            existing = self.client.get_run(self.run_id).data.params
+            items = [p for p in items if p.key not in existing]  # a resumed run keeps its params
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+        self._call("log_params", send, {"params": {k: str(v)[:6000] for k, v in params.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -63,13 +128,17 @@ class Tracker:
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            part = batch[i : i + 1000]
+            self._call("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=part),
+                       {"step": step, "metrics": {m.key: m.value for m in part}})
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, path, artifact_path)
+        self._call("log_artifact", lambda: self.client.log_artifact(self.run_id, path, artifact_path),
+                   {"path": str(path), "artifact_path": artifact_path})
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self._call("set_tag", lambda: self.client.set_tag(self.run_id, key, value), {"tag": {key: value}})
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self._call("set_terminated", lambda: self.client.set_terminated(self.run_id, status=status),
+                   {"status": status})

@@ -7,7 +7,9 @@ so a run resumed from a checkpoint takes exactly the steps an uninterrupted one 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -21,17 +23,20 @@ import torch
 from tqdm.auto import tqdm
 
 from trapo import advantages as adv_lib
-from trapo.checkpoint import Checkpointer
+from trapo.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from trapo.checkpoint import Checkpointer, CheckpointState
 from trapo.config import validate_config
 from trapo.data.loading import Dataset, Item, load_dataset
 from trapo.engines.local import LocalEngine
 from trapo.guidance import PRESETS, GuidanceSchedule
-from trapo.models.loading import load_model_and_tokenizer
+from trapo.models.loading import check_model_source, load_model_and_tokenizer
 from trapo.prefix import break_ends_from_offsets
 from trapo.prompts import build_prompt
 from trapo.rewards import build_reward
 from trapo.rollout import Prompt, Sample, rollout
-from trapo.tracking import Tracker
+from trapo.tracking import Tracker, check_reachable
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[int, Mapping[str, float]], None]
 
@@ -90,28 +95,89 @@ class Trainer:
                 f"guidance.group_sizes {list(self.schedule.group_sizes)} sum to {self.schedule.group_size}, "
                 f"but train.group_size is {cfg.train.group_size}"
             )
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep=int(cfg.checkpoint.keep))
 
     # ---- set-up -----------------------------------------------------------------------------
+    def _prepare(self) -> CheckpointState | None:
+        """Everything that can reject the run, before any work is done or an MLflow run is created:
+        the data (file:line:field errors), the model source, the checkpoint to resume from, MLflow."""
+        cfg = self.cfg
+        self.data: Dataset = load_dataset(cfg.data)
+        if not self.data.train:
+            raise ValueError(f"data ({cfg.data.name}): the training set is empty")
+        check_model_source(cfg.model)
+        state = self.checkpointer.latest() if cfg.resume == "auto" else None
+        if state is not None:
+            self._check_resumable(state)
+        check_reachable()
+        return state
+
     def _setup(self) -> None:
         cfg = self.cfg
         torch.set_num_threads(int(cfg.engine.get("num_threads") or os.cpu_count() or 1))
-        seed_everything(int(cfg.seed))
         device = cfg.engine.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.tokenizer, self.template = load_model_and_tokenizer(cfg.model, device=device)
-        self.data: Dataset = load_dataset(cfg.data)
-        if not self.data.train:
-            raise ValueError("the training set is empty")
+        seed_everything(int(cfg.seed))  # after the model: building the tiny model reseeds torch
         self.reward_fn = build_reward(cfg.data.reward)
         from evaluation.grader import Grader
 
         self.grader = Grader(progress=False)
-        self.engine = LocalEngine(self.model, self.tokenizer, lr=float(cfg.train.lr),
+        first_sft = bool(method_phases(self.method, int(cfg.train.steps))[0].kind == "sft")
+        self.engine = LocalEngine(self.model, self.tokenizer,
+                                  lr=float(cfg.train.sft_lr if first_sft else cfg.train.lr),
                                   weight_decay=float(cfg.train.weight_decay), grad_clip=float(cfg.train.grad_clip),
-                                  micro_batch_size=int(cfg.train.micro_batch_size), device=device)
-        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep=int(cfg.checkpoint.keep))
+                                  micro_batch_size=int(cfg.train.micro_batch_size), device=device,
+                                  warmup_steps=int(cfg.train.get("warmup_steps", 0) or 0))
         self._prompt_cache: dict[int, Prompt] = {}
+
+    # ---- data position and resume checks -------------------------------------------------------
+    def _data_position(self, step: int) -> dict:
+        """Where the data stream stands after `step` steps (batches derive from (seed, step) and the data)."""
+        n, b = len(self.data.train), int(self.cfg.train.prompts_per_step)
+        if not hasattr(self, "_fingerprint"):
+            h = hashlib.sha256()
+            for it in self.data.train:
+                h.update(json.dumps([it.question, it.solution, it.answer]).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return {"position": step * b, "epoch": step * b // n, "n_train": n, "prompts_per_step": b,
+                "seed": int(self.cfg.seed), "fingerprint": self._fingerprint}
+
+    def _check_resumable(self, state: CheckpointState) -> None:
+        """A checkpoint continues this run only if it was written for the same data, seed and method."""
+        redo = "rerun with resume=never (earlier outputs are moved aside) or use a new hydra.run.dir"
+        if state.meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{state.path}: checkpoint format {state.meta.get('format', 1)} is not "
+                             f"{CHECKPOINT_FORMAT} (written by an older trapo); {redo}")
+        saved, now = state.meta.get("data") or {}, self._data_position(state.step)
+        diffs = [f"{k} {saved.get(k)!r} != {now[k]!r}" for k in ("n_train", "fingerprint", "seed", "prompts_per_step")
+                 if saved.get(k) != now[k]]
+        if state.meta.get("method") not in (None, str(self.method.name)):
+            diffs.append(f"method {state.meta['method']!r} != {str(self.method.name)!r}")
+        if state.step > int(self.cfg.train.steps):
+            diffs.append(f"its step {state.step} is beyond train.steps={self.cfg.train.steps}")
+        if diffs:
+            raise ValueError(f"{state.path}: cannot resume, the checkpoint belongs to another run "
+                             f"({'; '.join(diffs)}); {redo}")
+
+    def _set_aside_previous(self) -> None:
+        """resume=never in a used run dir: move the earlier outputs to previous/<time>/ (nothing is deleted)."""
+        names = ("checkpoints", "metrics.jsonl", "final_metrics.json", "eval", "mlflow_fallback.jsonl")
+        present = [self.output_dir / n for n in names if (self.output_dir / n).exists()]
+        if not present:
+            return
+        dest = self.output_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+        while dest.exists():
+            dest = dest.with_name(dest.name + "_")
+        dest.mkdir(parents=True)
+        for p in present:
+            os.replace(p, dest / p.name)
+        log.warning("resume=never: earlier outputs of %s moved to %s", self.output_dir, dest)
+
+    def _checkpoint_meta(self, step: int, phase: str, tracker: Tracker) -> dict:
+        return {"mlflow_run_id": tracker.run_id, "phase": phase, "method": str(self.method.name),
+                "data": self._data_position(step)}
 
     def _prompt(self, idx: int) -> Prompt:
         """Tokenized training prompt `idx` with its reference solution (+ EOS) and paragraph breaks."""
@@ -141,7 +207,8 @@ class Trainer:
         n_tokens = sum(len(s.prefix_ids) for s in samples)
         st = self.engine.train_step(samples, normalizer=float(n_tokens), prefix_loss="sft", alpha=0.0,
                                     gamma=0.0, entropy_coef=0.0, alpha_for_stats=float(self.method.alpha))
-        return {"train/loss": st["loss"], "train/grad_norm": st["grad_norm"], "_finite": st["finite"]}
+        return {"train/loss": st["loss"], "train/grad_norm": st["grad_norm"], "train/lr": st["lr"],
+                "_finite": st["finite"]}
 
     def _rl_step(self, step: int) -> dict[str, float]:
         cfg, m = self.cfg, self.method
@@ -173,6 +240,7 @@ class Trainer:
             "train/pg_loss": st["pg_loss"],
             "train/prefix_loss": st["prefix_loss"],
             "train/grad_norm": st["grad_norm"],
+            "train/lr": st["lr"],
             "train/reward_mean": float(np.mean([s.reward for s in unguided])) if unguided else float("nan"),
             "train/reward_all_mean": float(rewards.mean()),
             "train/response_length": float(np.mean([len(s.completion_ids) for s in unguided])) if unguided else 0.0,
@@ -207,16 +275,20 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         cfg = self.cfg
+        state = self._prepare()
+        if cfg.resume == "never":
+            self._set_aside_previous()
         self._setup()
         total = int(cfg.train.steps)
         phases = method_phases(self.method, total)
-        state = self.checkpointer.latest() if cfg.resume == "auto" else None
         start = 0
         run_id = None
         if state is not None:
             start, run_id = self.checkpointer.restore(state, self.engine), state.meta.get("mlflow_run_id")
+        self._truncate_metrics(start)
         tracker = Tracker(cfg.tracking.experiment, run_name=str(self.method.name), run_id=run_id,
-                          tags={"method": str(self.method.name)}, parent_run_id=cfg.tracking.get("parent_run_id"))
+                          tags={"method": str(self.method.name)}, parent_run_id=cfg.tracking.get("parent_run_id"),
+                          fallback_path=self.output_dir / "mlflow_fallback.jsonl")
         if run_id is None:
             from omegaconf import OmegaConf
 
@@ -233,11 +305,28 @@ class Trainer:
             final = self._loop(phases, start, total, tracker)
             status = "FINISHED"
             return final
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             tracker.finish(status)
             self.grader.close()
             if hasattr(self.reward_fn, "close"):
                 self.reward_fn.close()
+
+    def _truncate_metrics(self, start: int) -> None:
+        """metrics.jsonl keeps the steps up to the checkpoint; the steps after it are about to be redone."""
+        path = self.output_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= start:
+                    keep.append(line + "\n")
+            except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
+                pass
+        path.write_text("".join(keep))
 
     def _loop(self, phases: list[Phase], start: int, total: int, tracker: Tracker) -> dict[str, float]:
         cfg = self.cfg
@@ -250,13 +339,17 @@ class Trainer:
                 t0 = time.perf_counter()
                 metrics = self._sft_step(step) if phase.kind == "sft" else self._rl_step(step)
                 finite = metrics.pop("_finite")
-                if not finite or not math.isfinite(metrics["train/loss"]):
+                if not finite or not math.isfinite(metrics["train/loss"]):  # the engine applied no update
                     if cfg.train.on_nonfinite == "skip":
                         metrics["train/skipped_nonfinite"] = 1.0
+                        log.warning("step %d: non-finite loss or gradient (loss=%s); batch skipped", step + 1,
+                                    metrics["train/loss"])
                     else:
+                        last = self.checkpointer.latest()
                         raise FloatingPointError(
-                            f"non-finite loss or gradient at step {step} (loss={metrics['train/loss']}); "
-                            f"the last good checkpoint is kept in {self.checkpointer.root}"
+                            f"non-finite loss or gradient at step {step + 1} (loss={metrics['train/loss']}, "
+                            f"grad_norm={metrics['train/grad_norm']}); nothing was applied. Last good checkpoint: "
+                            f"{last.path if last else 'none'}; train.on_nonfinite=skip skips such batches"
                         )
                 metrics["time/step_s"] = time.perf_counter() - t0
                 metrics["train/phase_rl"] = float(phase.kind == "rl")
@@ -271,7 +364,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb(done, {"valid/accuracy": metrics["valid/accuracy"]})
                 if cfg.checkpoint.every and done % int(cfg.checkpoint.every) == 0 and done < total:
-                    self.checkpointer.save(done, self.engine, {"mlflow_run_id": tracker.run_id, "phase": phase.kind})
+                    self.checkpointer.save(done, self.engine, self._checkpoint_meta(done, phase.kind, tracker))
                 bar.update(1)
                 postfix = {"loss": f"{metrics['train/loss']:.3f}"}
                 if "train/reward_mean" in metrics:
@@ -281,7 +374,7 @@ class Trainer:
         final = self.final_eval()
         tracker.log_metrics(final, step=total)
         if cfg.checkpoint.save_final:
-            self.checkpointer.save(total, self.engine, {"mlflow_run_id": tracker.run_id, "phase": "done"})
+            self.checkpointer.save(total, self.engine, self._checkpoint_meta(total, "done", tracker))
         (self.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
         return final
 

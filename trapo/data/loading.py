@@ -37,7 +37,7 @@ def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark is tolerated
             except UnicodeDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
@@ -85,7 +85,10 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
         return Dataset(_to_items(train), _to_items(valid), splits)
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])
-        n_valid = int(cfg.get("valid_n", 0))
+        n_valid = int(cfg.get("valid_n", 0) or 0)
+        if not 0 <= n_valid < len(items):
+            raise ValueError(f"data.valid_n={n_valid}: must be >= 0 and leave training rows "
+                             f"({cfg['path']} has {len(items)})")
         splits = {}
         if cfg.get("eval_benchmarks"):
             from evaluation.benchmarks import load_benchmark

@@ -6,6 +6,7 @@ optimizer step on `trapo.losses.policy_loss`. The algorithm's decisions live in 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -69,23 +70,35 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return logp, ent
 
 
+def warmup_constant(warmup_steps: int):
+    """LR factor after `s` optimizer steps: linear warmup over `warmup_steps` updates, then constant 1."""
+    w = int(warmup_steps)
+    return lambda s: min(1.0, (s + 1) / w) if w > 0 else 1.0
+
+
 class LocalEngine:
     def __init__(self, model, tokenizer, *, lr: float, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 micro_batch_size: int = 32, device: str | torch.device = "cpu", betas=(0.9, 0.999)):
+                 micro_batch_size: int = 32, device: str | torch.device = "cpu", betas=(0.9, 0.999),
+                 warmup_steps: int = 0):
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.grad_clip = grad_clip
         self.micro_batch_size = micro_batch_size
+        self.warmup_steps = int(warmup_steps)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+        # the LR schedule counts applied updates (a skipped non-finite step does not advance it); its state
+        # is checkpointed, the shape (warmup_steps) comes from the config
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def reset_optimizer(self, lr: float) -> None:
-        """Fresh AdamW moments (SFT->RL starts its RL phase like a new run from the SFT weights)."""
+        """Fresh AdamW moments and LR warmup (SFT->RL starts its RL phase like a new run from the SFT weights)."""
         group = self.optimizer.param_groups[0]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=group["weight_decay"],
                                            betas=group["betas"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
 
     # ---- generation -------------------------------------------------------------------------
     def generate(self, inputs: list[list[int]], *, max_new_tokens: int, temperature: float,
@@ -141,9 +154,13 @@ class LocalEngine:
                 stats["exp_tok"] += float(expert.sum())
                 stats["exp_low"] += float((p < a_stats).sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        finite = bool(torch.isfinite(grad_norm))
+        # a non-finite loss or gradient applies nothing: no update, no LR-schedule step, gradients dropped
+        finite = bool(torch.isfinite(grad_norm)) and all(math.isfinite(stats[k]) for k in ("loss", "pg_loss",
+                                                                                         "prefix_loss"))
+        stats["lr"] = float(self.optimizer.param_groups[0]["lr"])
         if finite:
             self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         stats["grad_norm"] = float(grad_norm)
         stats["finite"] = finite

@@ -13,16 +13,32 @@ def _dtype(name: str | None, device: str):
     return getattr(torch, name)
 
 
+def check_model_source(model_cfg) -> None:
+    """Fail fast (before any work) when the configured model cannot be found; loads nothing."""
+    kind = model_cfg.kind
+    if kind == "gguf":
+        from trapo.models.gguf import find_gguf
+
+        find_gguf(model_cfg)
+    elif kind == "hf":
+        path = Path(str(model_cfg.path))
+        if path.exists():
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"model.path {path}: not a Hugging Face model directory (no config.json)")
+        elif not str(model_cfg.get("hub_id") or ""):
+            raise FileNotFoundError(f"model.path {path}: no such model directory")
+    elif kind != "tiny":
+        raise ValueError(f"model.kind must be 'tiny', 'hf' or 'gguf', got {kind!r}")
+
+
 def resolve_model_path(model_cfg) -> Path:
     """Directory of the model: the tiny model is built (and cached) on first use."""
     if model_cfg.kind == "tiny":
         from trapo.models.tiny import build_tiny_model
 
         return build_tiny_model(dict(model_cfg.arch), dict(model_cfg.pretrain), progress=True)
-    path = Path(str(model_cfg.path))
-    if model_cfg.kind == "hf" and not path.exists() and not str(model_cfg.get("hub_id") or ""):
-        raise FileNotFoundError(f"model.path {path}: no such model directory")
-    return path
+    check_model_source(model_cfg)
+    return Path(str(model_cfg.path))
 
 
 def load_model_and_tokenizer(model_cfg, device: str = "cpu"):
@@ -36,8 +52,7 @@ def load_model_and_tokenizer(model_cfg, device: str = "cpu"):
 
         model, tok = load_gguf(model_cfg)
         return model.to(device).eval(), tok, template
-    if kind not in ("tiny", "hf"):
-        raise ValueError(f"model.kind must be 'tiny', 'hf' or 'gguf', got {kind!r}")
+    check_model_source(model_cfg)
     path = resolve_model_path(model_cfg)
     if kind == "tiny":
         from trapo.models.tiny import PROMPT_TEMPLATE
