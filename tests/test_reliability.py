@@ -553,7 +553,7 @@ def test_crash_then_rerun_resumes_mid_rl_phase_identically(tmp_path, client, mon
     uninterrupted run (weights, final metrics, every logged loss) and appends to the same MLflow run."""
     import trapo.trainer
 
-    args = ["method=sft_rl", "train.steps=6", "checkpoint.every=2", "++train.warmup_steps=3", "train.sft_lr=5e-5"]
+    args = ["method=sft_rl", "train.steps=6", "checkpoint.every=2", "++train.warmup_steps=3", "train.sft_lr=5e-5", "train.lr=1e-4"]
     ref, out = tmp_path / "ref", tmp_path / "crashed"
     run_trainer(ref, *args, experiment="resume-ref")
 
