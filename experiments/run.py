@@ -3,6 +3,7 @@
     python experiments/run.py                                   # TRAPO on the embedded default
     python experiments/run.py -m method=trapo,grpo,sft_rl       # a comparison
     python experiments/run.py -m method=trapo,grpo preset=smoke # seconds, for tests
+    python experiments/run.py -m method=trapo sweep=trust_region # Optuna sweep (docs/sweeps.md)
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ def main(cfg: DictConfig) -> float:
 
         return launch_openrlhf(cfg, HydraConfig.get().runtime.output_dir)
 
+    from hydra_plugins.trapo_optuna_sweeper import trial_callbacks
     from trapo.trainer import Trainer
 
     out_dir = HydraConfig.get().runtime.output_dir
-    final = Trainer(cfg, out_dir).run()
+    # in an Optuna sweep (sweep=...), report valid/accuracy to the trial at every eval.every and stop when pruned
+    final = Trainer(cfg, out_dir, callbacks=trial_callbacks(cfg)).run()
     print(" ".join(f"{k}={v:.3f}" for k, v in final.items()))
     return final.get("valid/accuracy", final.get("eval/avg_accuracy", 0.0))
 
