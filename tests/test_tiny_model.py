@@ -33,3 +33,13 @@ def test_build_is_cached_and_standard(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(path)
     ids = torch.tensor([tok("Mia has 7 eggs.\n").input_ids])
     assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
+
+
+def test_recipe_from_a_hydra_config_with_lists_is_the_same_model(tmp_path):
+    # configs arrive as OmegaConf nodes; a list (step_weights) must hash like the plain list
+    from omegaconf import OmegaConf
+
+    pretrain = {**PRETRAIN, "max_steps": 3, "step_weights": [0.45, 0.45, 0.1]}
+    plain = build_tiny_model(ARCH, pretrain, root=tmp_path, progress=False)
+    node = OmegaConf.create({"arch": ARCH, "pretrain": pretrain})
+    assert build_tiny_model(node.arch, node.pretrain, root=tmp_path, progress=False) == plain

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,6 +44,26 @@ def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
             raise RuntimeError(f"MLflow tracking store {uri}: directory {db.parent} does not exist; {hint}")
 
 
+@contextmanager
+def store_lock(uri: str):
+    """Serialise opening a sqlite store across processes.
+
+    Two jobs opening a fresh sqlite file at once both run MLflow's schema migration ("duplicate column name")
+    and may both create the experiment; an flock on `<db>.lock` makes the second wait for the first.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri[len("sqlite:///"):] + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in d.items():
@@ -71,10 +92,11 @@ class Tracker:
         check_reachable(uri)
         self._mlflow = mlflow
         try:
-            mlflow.set_tracking_uri(uri)
-            self.client = MlflowClient(uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+            with store_lock(uri):
+                mlflow.set_tracking_uri(uri)
+                self.client = MlflowClient(uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
             if run_id is not None:
                 self.run_id = run_id
                 self.client.update_run(run_id, status="RUNNING")

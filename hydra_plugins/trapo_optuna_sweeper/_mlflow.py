@@ -35,15 +35,22 @@ def tracking_uri() -> str:
     return _uri()
 
 
+def store_lock(uri: str):
+    from trapo.tracking import store_lock as _lock
+
+    return _lock(uri)
+
+
 def _metric_key(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
 class ParentRun:
     def __init__(self, study: optuna.Study, experiment: str, tags: Mapping[str, str]):
-        self.client = MlflowClient(tracking_uri())
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+        with store_lock(tracking_uri()):  # first use creates the schema: one process at a time
+            self.client = MlflowClient(tracking_uri())
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
         self.run_id = self._existing(study.user_attrs.get(PARENT_ATTR))
         if self.run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=f"sweep {study.study_name}",

@@ -121,8 +121,10 @@ def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, p
     """Path of the cached tiny base model, building (and pretraining) it first if needed."""
     from transformers import LlamaForCausalLM
 
+    # plain JSON values: configs may arrive as OmegaConf nodes (lists as ListConfig)
+    arch, pretrain_cfg = (json.loads(json.dumps(dict(c), default=list)) for c in (arch, pretrain_cfg))
     root = Path(root) if root is not None else cache_root() / "models"
-    key = cache_key(dict(arch), dict(pretrain_cfg))
+    key = cache_key(arch, pretrain_cfg)
     path = root / f"tiny-{key}"
     if (path / "model.safetensors").exists():
         return path
