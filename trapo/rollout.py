@@ -81,8 +81,9 @@ def rollout(
                                     prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
         if off_policy_reference and r == schedule.n_rounds - 1:
             # LUFFY: the group's last member is the reference solution itself
+            # (it carries the prefix loss, scaled by its advantage, even where micro-group dedupe would drop it)
             for s in batch[size - 1 :: size]:
-                s.prefix_ids, s.off_policy = prompts[s.group].solution_ids, True
+                s.prefix_ids, s.off_policy, s.prefix_loss_weight = prompts[s.group].solution_ids, True, 1.0
         # a prefix that is the whole solution (it ends in EOS) leaves nothing to generate
         todo = [s for s in batch if not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]
         if todo:

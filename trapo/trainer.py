@@ -81,11 +81,13 @@ def method_phases(method, total_steps: int) -> list[Phase]:
 
 
 class Trainer:
-    def __init__(self, cfg, output_dir: str | Path, callbacks: list[Callback] | None = None):
+    def __init__(self, cfg, output_dir: str | Path, callbacks: list[Callback] | None = None,
+                 tags: Mapping[str, str] | None = None):
         validate_config(cfg)
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks or [])
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}  # extra MLflow tags (reproduce: config_hash)
         self.method = cfg.method
         self.schedule = guidance_schedule(cfg)
         self.rl_schedule = (self.schedule if self.method.guidance == "adaptive"
@@ -287,7 +289,8 @@ class Trainer:
             start, run_id = self.checkpointer.restore(state, self.engine), state.meta.get("mlflow_run_id")
         self._truncate_metrics(start)
         tracker = Tracker(cfg.tracking.experiment, run_name=str(self.method.name), run_id=run_id,
-                          tags={"method": str(self.method.name)}, parent_run_id=cfg.tracking.get("parent_run_id"),
+                          tags={"method": str(self.method.name), **self.tags},
+                          parent_run_id=cfg.tracking.get("parent_run_id"),
                           fallback_path=self.output_dir / "mlflow_fallback.jsonl")
         if run_id is None:
             from omegaconf import OmegaConf

@@ -1,0 +1,256 @@
+"""experiments/reproduce.py's work: plan the runs, reuse or run them, write tables, figures and READMEs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Mapping
+
+from trapo.report import figures as figs
+from trapo.report import paper_numbers as paper
+from trapo.report import readme
+from trapo.report import tables as tab
+from trapo.report.jobs import (ROOT, Job, Reproducer, RunResult, Store, alpha_label, build_jobs, plan_specs)
+
+
+def _p(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def benchmarks_of(rcfg, cfg) -> list[str]:
+    if rcfg.get("benchmarks"):
+        return [str(b) for b in rcfg.benchmarks]
+    if cfg.data.kind == "synthetic":
+        return [str(k) for k in cfg.data.eval_splits]
+    return [str(b) for b in (cfg.data.get("eval_benchmarks") or [])]
+
+
+def scores(res: RunResult | None, benchmarks) -> dict[str, float]:
+    """Percent per benchmark and their mean (`avg`) from a run's final metrics."""
+    if res is None:
+        return {}
+    out = {b: 100 * float(res.final[f"eval/{b}/accuracy"]) for b in benchmarks if f"eval/{b}/accuracy" in res.final}
+    if out and len(out) == len(benchmarks):
+        out["avg"] = sum(out.values()) / len(out)
+    return out
+
+
+def _rel(p: Path | str | None) -> str | None:
+    if p is None:
+        return None
+    p = Path(p).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def run(rcfg, command: str) -> dict:
+    """Everything `python experiments/reproduce.py` does; returns the manifest (also written to output_dir)."""
+    t_start = time.monotonic()
+    specs = plan_specs(rcfg)
+    paper_mode = str(rcfg.preset) == "paper"
+    extra = None
+    if paper_mode:
+        from trapo.report import paper_runs
+
+        extra = paper_runs.extra_overrides(rcfg)
+    jobs, index = build_jobs(rcfg, specs, extra, fresh=None if rcfg.reuse else time.strftime("%Y%m%d-%H%M%S"))
+    cfg0 = jobs[0].cfg
+    benchmarks = benchmarks_of(rcfg, cfg0)
+    _p(f"reproduce preset={rcfg.preset}: {len(specs)} (row, seed) cells -> {len(jobs)} distinct runs "
+       f"(seeds {list(rcfg.seeds)}; benchmarks {', '.join(benchmarks)})")
+    store = None
+    if not (paper_mode and rcfg.dry_run):
+        store = Store(str(rcfg.experiment))
+    results: dict[str, RunResult] = {}
+    if paper_mode:
+        results = _paper(rcfg, jobs, benchmarks, store)
+        if rcfg.dry_run:
+            return {}
+    else:
+        rep = Reproducer(rcfg, store)
+        try:
+            if rcfg.dry_run:
+                for job in jobs:
+                    found = rep.lookup(job)
+                    _p(f"{'reuse' if found else 'TRAIN' if job.kind == 'train' else 'EVAL '}  {job.name:28s} "
+                       f"{job.hash[:12]}  {found.status if found else job.command(rcfg)}")
+                return {}
+            for i, job in enumerate(jobs, 1):
+                _p(f"[{i}/{len(jobs)}] {job.name} ({', '.join(job.labels)}) ...")
+                res = rep.run(job)
+                results[job.hash] = res
+                avg = scores(res, benchmarks).get("avg")
+                _p(f"[{i}/{len(jobs)}] {job.name}: {res.status} in {res.seconds:.0f} s"
+                   + (f", avg accuracy {avg:.1f}%" if avg is not None else "") + f"  ({_rel(res.run_dir)})")
+        finally:
+            rep.close()
+    return write_outputs(rcfg, command, jobs, index, results, benchmarks, time.monotonic() - t_start, store)
+
+
+def _paper(rcfg, jobs: list[Job], benchmarks, store) -> dict[str, RunResult]:
+    from trapo.report import paper_runs
+
+    results = {}
+    cmds = [paper_runs.commands(rcfg, job, benchmarks) for job in jobs]
+    if rcfg.dry_run:
+        for pc in cmds:
+            _p(paper_runs.describe(pc, "reuse" if paper_runs.finished(pc.job) else "to run"))
+        _p(f"# dry run: {sum(not paper_runs.finished(pc.job) for pc in cmds)} of {len(cmds)} runs would be started; "
+           "nothing was started")
+        return results
+    for i, pc in enumerate(cmds, 1):
+        job = pc.job
+        if paper_runs.finished(job) and rcfg.reuse:
+            results[job.hash] = paper_runs.result_from_dir(job, "reused (run dir)", store)
+        else:
+            _p(f"[{i}/{len(cmds)}] {job.name}")
+            results[job.hash] = paper_runs.run(rcfg, pc, store)
+    return results
+
+
+def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str, int], Job],
+                  results: Mapping[str, RunResult], benchmarks, seconds: float, store) -> dict:
+    out = Path(str(rcfg.output_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in rcfg.seeds]
+    n_boot = int(rcfg.bootstrap)
+    real = str(rcfg.preset) == "paper"
+
+    def per_seed(label: str) -> list[dict]:
+        return [scores(results.get(index[(label, s)].hash), benchmarks) for s in seeds if (label, s) in index]
+
+    def of_label(label: str, attr: str) -> list:
+        return [getattr(results.get(index[(label, s)].hash), attr, None) for s in seeds if (label, s) in index]
+
+    bench_word = "benchmark" if real else "evaluation split"
+    tables = []
+    main = tab.table_main({m: per_seed(m) for m in rcfg.methods}, benchmarks, n_boot, real_benchmarks=real)
+    extra = [("paper_avg", "paper avg")] + ([(f"paper_{b}", f"paper {b}") for b in benchmarks] if real else [])
+    shown = tab.display(main, [*benchmarks, "avg"], tab.LABELS, extra)
+    cap = (f"Table 1: accuracy (%) per {bench_word} and their average; mean [95% bootstrap interval] over seeds "
+           f"{seeds}; 'paper avg' is the paper's five-benchmark math average"
+           + ("" if real else " (different benchmarks: compare orderings, not values)") + ".")
+    tables.append(_table(out, "table_main", "Table 1 — main comparison", main, shown, cap))
+
+    abl = tab.table_ablation({m: per_seed(m) for m in rcfg.ablation}, benchmarks, n_boot)
+    shown = tab.display(abl, [*benchmarks, "avg"], tab.ABLATION_LABELS, [("paper_avg", "paper avg")])
+    cap = ("The ablation chain: GRPO → + micro-group sampling with expert prefixes but no loss on them → + plain SFT "
+           "loss on the prefixes (collapses in the paper) → LUFFY's shaping instead → TrSFT (TRAPO); accuracy (%).")
+    tables.append(_table(out, "table_ablation", "Ablation chain", abl, shown, cap))
+
+    alphas = {alpha_label(a): float(a) for a in (rcfg.alphas or [])}
+    alpha_df = None
+    if alphas:
+        alpha_df = tab.table_alpha({lb: per_seed(lb) for lb in alphas}, alphas, benchmarks, n_boot)
+        shown = tab.display(alpha_df, [*benchmarks, "avg"])
+        cap = (f"TRAPO's final accuracy (%) against the trust region α of TrSFT (the paper uses α = {paper.ALPHA}; "
+               "α → 0 is plain SFT on the prefixes, α = 1 DFT-style weighting).")
+        tables.append(_table(out, "table_alpha", "Accuracy against α", alpha_df, shown, cap))
+
+    figures = []
+    if rcfg.figures:
+        figures = _figures(rcfg, out, jobs, index, results, alpha_df, of_label)
+
+    runs = []
+    for label, s in index:
+        job = index[(label, s)]
+        r = results.get(job.hash)
+        runs.append({"label": label, "seed": s, "method": job.method, "status": r.status if r else "missing",
+                     "config_hash": job.hash, "run_dir": _rel(r.run_dir if r and r.run_dir else job.run_dir),
+                     "mlflow_run_id": r.run_id if r else None, "seconds": round(r.seconds, 1) if r else None,
+                     **{f"acc_{k}": round(v, 2) for k, v in scores(r, benchmarks).items()}})
+    import pandas as pd
+
+    pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
+    trained = sum(1 for r in results.values() if r.status in ("trained", "evaluated"))
+    from trapo.tracking import tracking_uri
+
+    manifest = {
+        "preset": str(rcfg.preset), "command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "seconds": seconds, "machine": readme.machine_info(), "git": readme.git_info(), "seeds": seeds,
+        "benchmarks": benchmarks, "experiment": str(rcfg.experiment), "tracking_uri": tracking_uri(),
+        "run_root": _rel(rcfg.run_root), "n_trained": trained, "n_reused": len(results) - trained,
+        "tables": tables, "figures": figures, "runs": "runs.csv",
+        "comparison": readme.compare_main(main) + readme.compare_ablation(abl),
+        "notes": _notes(rcfg, real),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    readme.write_output_readme(manifest, out)
+    index_path = Path(str(rcfg.index))
+    if _inside(out, index_path.parent):
+        readme.write_index(index_path, readme.collect_manifests(index_path.parent))
+    _p(f"wrote {len(tables)} tables and {len(figures)} figures to {out} in {seconds:.0f} s")
+    for line in manifest["comparison"]:
+        _p("  " + line)
+    return manifest
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return path.resolve() != parent.resolve()
+    except ValueError:
+        return False
+
+
+def _table(out: Path, name: str, title: str, numeric, shown, caption: str) -> dict:
+    files = tab.write_table(numeric, shown, out, name, caption)
+    return {"name": name, "title": title, "caption": caption, "files": [str(f.name) for f in files]}
+
+
+def _figures(rcfg, out: Path, jobs, index, results, alpha_df, of_label) -> list[dict]:
+    methods = [m for m in rcfg.methods if m != "base"]
+    labels = list(dict.fromkeys([*methods, *rcfg.ablation]))
+    histories = {lb: [h for h in of_label(lb, "history") if h is not None] for lb in labels}
+    groups = [("Table 1 methods", methods), ("Ablation chain", list(rcfg.ablation))]
+    made = []
+
+    def add(path, title, caption):
+        if path is not None:
+            made.append({"file": path.name, "title": title, "caption": caption})
+
+    unguided = "over the unguided samples of each step (samples without an expert prefix), mean over seeds (band: min-max)."
+    add(figs.training_curve(histories, "train/reward_mean", "reward", "Training reward", groups,
+                            out / "fig_reward.png"), "Training reward", "Mean reward " + unguided)
+    add(figs.training_curve(histories, "train/response_length", "tokens", "Response length", groups,
+                            out / "fig_response_length.png"), "Response length", "Mean response length " + unguided)
+    add(figs.training_curve(histories, "train/entropy", "nats per token", "Policy entropy", groups,
+                            out / "fig_entropy.png"), "Entropy", "Mean token entropy " + unguided)
+    job_of = {lb: next((index[(lb, s)] for s in rcfg.seeds if (lb, s) in index), None) for lb in labels}
+    prefixed = [lb for lb in labels if job_of[lb] is not None and
+                (job_of[lb].cfg.method.guidance == "adaptive" or job_of[lb].cfg.method.off_policy)]
+    adaptive = [lb for lb in prefixed if job_of[lb].cfg.method.guidance == "adaptive"]
+    alpha = float(job_of["trapo"].cfg.method.alpha) if job_of.get("trapo") is not None else paper.ALPHA
+    add(figs.expert_tokens(histories, prefixed, alpha, out / "fig_expert_tokens.png"), "Expert tokens",
+        "Mean probability of the expert (prefix / reference) tokens under the policy and the share with p < α, "
+        "for the methods that train on expert tokens.")
+    add(figs.guidance_levels(histories, adaptive, out / "fig_guidance_levels.png"), "Guidance levels",
+        "Fraction of prompts at each guidance level per step (level i = the last micro-group that got a prefix), "
+        "mean over seeds.")
+    p = rcfg.passk or {}
+    if p.get("split"):
+        passk = {lb: of_label(lb, "passk") for lb in (p.get("methods") or [])}
+        add(figs.pass_at_k(passk, str(p.split), out / "fig_pass_at_k.png"), "pass@k",
+            f"Unbiased pass@k on {p.split} from {p.n_samples} samples per problem at temperature {p.temperature}, "
+            "mean over seeds (bars: min-max).")
+    if alpha_df is not None and len(alpha_df) > 1:
+        add(figs.alpha_curve(alpha_df, out / "fig_alpha.png", paper.ALPHA), "Accuracy against α",
+            "Average accuracy against TrSFT's α (table_alpha), 95% interval over seeds.")
+    return made
+
+
+def _notes(rcfg, real: bool) -> list[str]:
+    notes = [f"The paper's numbers: {paper.SOURCE}, as listed in TRAPO-SPEC.md (trapo/report/paper_numbers.py); "
+             "Table 1 states per-benchmark scores for TRAPO only."]
+    if not real:
+        notes.append(f"preset={rcfg.preset} is a miniature: a ~1M-parameter model on synthetic arithmetic problems; "
+                     "the evaluation splits stepsN (N-step problems) stand in for the five math benchmarks, so only "
+                     "orderings and the ablation's shape are comparable with the paper, not values.")
+    else:
+        notes.append("The paper's AMC column is AMC 2022+2023 (83 problems); amc23 here is the 40-problem AMC23 set.")
+    notes.append("Guidance levels of LUFFY are not shown: it has no adaptive prefixes (its reference solution is "
+                 "an off-policy group member).")
+    return notes

@@ -1,0 +1,237 @@
+"""Provenance (command, date, machine, git commit), the comparison with the paper, and the README files.
+
+`<output_dir>/manifest.json` records how the tables and figures of one output dir were made;
+`<output_dir>/README.md` shows them; `results/README.md` (the index) is regenerated from every
+`results/*/manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from trapo.report import paper_numbers as paper
+from trapo.report.tables import LABELS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_info(root: Path = ROOT) -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": commit or "unknown", "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "unknown",
+            "dirty": dirty}
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gb = round(int(line.split()[1]) / 1024**2, 1)
+    except (OSError, ValueError):
+        pass
+    info = {"host": platform.node(), "os": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:  # noqa: BLE001
+        info["gpu"] = "unknown"
+    return info
+
+
+def machine_line(m: Mapping) -> str:
+    mem = f", {m['memory_gb']} GB RAM" if m.get("memory_gb") else ""
+    return (f"{m.get('cpu') or 'CPU'} ({m.get('cores')} cores{mem}), GPU: {m.get('gpu')}, {m.get('os')}, "
+            f"Python {m.get('python')}, torch {m.get('torch', '?')} (host {m.get('host')})")
+
+
+# ---- the comparison with the paper, in words -------------------------------------------------------
+def _fmt(v) -> str:
+    return "n/a" if v is None or pd.isna(v) else f"{v:.1f}"
+
+
+def _ci_overlap(a: pd.Series, b: pd.Series) -> bool | None:
+    if pd.isna(a.get("avg_lo")) or pd.isna(b.get("avg_lo")):
+        return None
+    return not (a["avg_lo"] > b["avg_hi"] or b["avg_lo"] > a["avg_hi"])
+
+
+def _order(values: pd.Series) -> str:
+    """'A 3.0 > B 2.0 = C 2.0' (values sorted, ties joined by '=')."""
+    out, prev = "", None
+    for m, v in values.items():
+        sep = "" if prev is None else (" = " if round(v, 1) == round(prev, 1) else " > ")
+        out += f"{sep}{LABELS.get(m, m)} {v:.1f}"
+        prev = v
+    return out
+
+
+def compare_main(df: pd.DataFrame) -> list[str]:
+    """Where our Table 1 ordering agrees with the paper's (by the average over benchmarks)."""
+    d = df.set_index("method")
+    ours = d["avg"].dropna().sort_values(ascending=False, kind="stable")
+    if ours.empty:
+        return []
+    lines = ["Ordering by average accuracy (ours): " + _order(ours)]
+    common = [m for m in ours.index if paper.paper_avg(m) is not None]
+    paper_order = sorted(common, key=lambda m: -paper.paper_avg(m))
+    lines.append("The paper's ordering of the same methods: "
+                 + _order(pd.Series({m: paper.paper_avg(m) for m in paper_order})))
+    pairs = [(a, b) for i, a in enumerate(paper_order) for b in paper_order[i + 1:]
+             if paper.paper_avg(a) != paper.paper_avg(b)]
+    agree = [(a, b) for a, b in pairs if ours[a] > ours[b]]
+    if pairs:
+        lines.append(f"Pairs ordered as in the paper: {len(agree)} of {len(pairs)}; reversed or tied: "
+                     + (", ".join(f"{LABELS.get(a, a)} vs {LABELS.get(b, b)}" for a, b in pairs if (a, b) not in agree)
+                        or "none") + ".")
+    if "trapo" in ours.index:
+        best = ours.max()
+        top = [m for m in ours.index if ours[m] == best]
+        others = [m for m in ours.index if m != "trapo"]
+        if top == ["trapo"]:
+            second = others[0] if others else None
+            ov = _ci_overlap(d.loc["trapo"], d.loc[second]) if second else None
+            lines.append("TRAPO has the highest average, as in the paper"
+                         + (f" (its 95% interval overlaps {LABELS.get(second, second)}'s)" if ov else
+                            f" (95% intervals do not overlap with {LABELS.get(second, second)}'s)" if ov is False else "")
+                         + ".")
+        elif "trapo" in top:
+            lines.append("TRAPO ties for the highest average with " + ", ".join(LABELS.get(m, m) for m in top
+                                                                                if m != "trapo")
+                         + f" ({best:.1f}); the paper has TRAPO alone on top (56.6).")
+        else:
+            lines.append(f"TRAPO does **not** have the highest average: {LABELS.get(top[0], top[0])} "
+                         f"{best:.1f} vs TRAPO {ours['trapo']:.1f} (the paper: TRAPO best with 56.6).")
+    if "base" in ours.index:
+        below = [m for m in ours.index if m != "base" and ours[m] < ours["base"]]
+        if below:
+            lines.append("Below the untrained base model (in the paper every method improves on it): "
+                         + ", ".join(LABELS.get(m, m) for m in below) + ".")
+    return lines
+
+
+def compare_ablation(df: pd.DataFrame) -> list[str]:
+    d = df.set_index("method")
+    if d.empty:
+        return []
+    chain = [m for m in paper.ABLATION_AVG if m in d.index]
+    lines = ["Ablation chain (ours vs the paper's average): "
+             + " → ".join(f"{m} {_fmt(d.loc[m, 'avg'])} ({paper.ABLATION_AVG[m]})" for m in chain)]
+    if "mg_sft" in d.index and not pd.isna(d.loc["mg_sft", "avg"]):
+        others = [m for m in chain if m != "mg_sft" and not pd.isna(d.loc[m, "avg"])]
+        lowest = all(d.loc["mg_sft", "avg"] < d.loc[m, "avg"] for m in others)
+        ref = d.loc["grpo", "avg"] if "grpo" in d.index else None
+        drop = (ref - d.loc["mg_sft", "avg"]) if ref is not None else None
+        if lowest and drop is not None and drop > 0:
+            lines.append(f"The plain-SFT variant (mg_sft) is the lowest of the chain, {_fmt(drop)} points below GRPO: "
+                         "the collapse is reproduced (paper: 32.3 vs 50.4, 18.1 points below)."
+                         if drop >= 5 else
+                         f"The plain-SFT variant (mg_sft) is the lowest of the chain but only {_fmt(drop)} points "
+                         "below GRPO: no clear collapse (paper: 18.1 points below).")
+        else:
+            lines.append("The plain-SFT variant (mg_sft) does **not** collapse here: it is not the lowest of the chain "
+                         f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4).")
+    if "trapo" in d.index and "mg_luffy" in d.index:
+        t, lf = round(d.loc["trapo", "avg"], 1), round(d.loc["mg_luffy", "avg"], 1)
+        lines.append(("TrSFT beats LUFFY's shaping on the prefixes" if t > lf else
+                      "TrSFT ties with LUFFY's shaping on the prefixes" if t == lf else
+                      "TrSFT does **not** beat LUFFY's shaping on the prefixes")
+                     + f" ({_fmt(d.loc['trapo', 'avg'])} vs {_fmt(d.loc['mg_luffy', 'avg'])}; paper 56.6 vs 53.6).")
+    return lines
+
+
+# ---- README files -----------------------------------------------------------------------------------
+def section(manifest: Mapping, out_dir: Path, link_base: Path, level: int = 2) -> str:
+    """A README section for one output dir; links are relative to `link_base`."""
+    h = "#" * level
+    rel = os.path.relpath(out_dir, link_base)
+    g = manifest["git"]
+    lines = [f"{h} `{manifest['preset']}` preset — {manifest['date']}", "",
+             f"- command: `{manifest['command']}`",
+             f"- date: {manifest['date']} (wall time {manifest['seconds']:.0f} s; runs trained {manifest['n_trained']}, "
+             f"reused {manifest['n_reused']})",
+             f"- machine: {machine_line(manifest['machine'])}",
+             f"- git: `{g['commit']}` on `{g['branch']}`" + (" (with uncommitted changes)" if g["dirty"] else ""),
+             f"- seeds: {manifest['seeds']}; cells are mean [95% bootstrap interval over seeds] in percent"
+             + ("" if len(manifest["seeds"]) > 1 else " (one seed: the value alone)"),
+             f"- MLflow: experiment `{manifest['experiment']}` at `{manifest['tracking_uri']}`; run dirs under "
+             f"`{manifest['run_root']}`", ""]
+    if manifest.get("comparison"):
+        lines += [f"{h}# Against the paper", ""] + [f"- {s}" for s in manifest["comparison"]] + [""]
+    for t in manifest["tables"]:
+        files = ", ".join(f"[{Path(f).suffix[1:]}]({rel}/{Path(f).name})" for f in t["files"])
+        lines += [f"{h}# {t['title']}", "", f"{t['caption']} Files: {files}. Made by: `{manifest['command']}`.", "",
+                  (out_dir / f"{t['name']}.md").read_text() if (out_dir / f"{t['name']}.md").exists() else "", ""]
+    if manifest["figures"]:
+        lines += [f"{h}# Figures", ""]
+        for f in manifest["figures"]:
+            lines += [f"**{f['title']}** — {f['caption']} Made by: `{manifest['command']}`.", "",
+                      f"![{f['title']}]({rel}/{Path(f['file']).name})", ""]
+    if manifest.get("notes"):
+        lines += [f"{h}# Notes", ""] + [f"- {n}" for n in manifest["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def write_output_readme(manifest: Mapping, out_dir: Path) -> Path:
+    text = ["# Reproduction results", "",
+            "Generated by `experiments/reproduce.py` (docs/reproduce.md); do not edit by hand.", "",
+            section(manifest, out_dir, out_dir)]
+    path = out_dir / "README.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def write_index(index: Path, manifests: Sequence[tuple[Path, Mapping]]) -> Path:
+    """results/README.md: every output dir under results/ with its command, date, machine and commit."""
+    order = {"paper": 0, "mini": 1, "smoke": 2}
+    manifests = sorted(manifests, key=lambda x: (order.get(x[1].get("preset"), 9), str(x[0])))
+    lines = ["# Results", "",
+             "Generated by `experiments/reproduce.py` from each `results/<preset>/manifest.json`; do not edit by hand. "
+             "Each section states the exact command that produced its tables and figures, when, on which machine and "
+             "at which git commit. Rerunning the command reuses finished runs (MLflow tag `config_hash`) and only "
+             "trains what is missing (docs/reproduce.md).", ""]
+    lines += ["| preset | date | command | commit |", "|---|---|---|---|"]
+    for d, m in manifests:
+        lines.append(f"| [{m['preset']}]({os.path.relpath(d, index.parent)}/README.md) | {m['date']} | "
+                     f"`{m['command']}` | `{m['git']['commit'][:10]}`{' (dirty)' if m['git']['dirty'] else ''} |")
+    lines.append("")
+    for d, m in manifests:
+        lines.append(section(m, d, index.parent))
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text("\n".join(lines))
+    return index
+
+
+def collect_manifests(results_dir: Path) -> list[tuple[Path, dict]]:
+    out = []
+    for p in sorted(results_dir.glob("*/manifest.json")):
+        try:
+            out.append((p.parent, json.loads(p.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
