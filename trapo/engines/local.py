@@ -2,18 +2,26 @@
 
 It only moves data: sampling (trapo.engines.sampling), turning `Sample`s into padded tensors, and one
 optimizer step on `trapo.losses.policy_loss`. The algorithm's decisions live in trapo/.
+
+The update runs each distinct prompt once per step (`PromptStates`): the G samples of a group share one
+forward and backward pass over their prompt and run only their own tokens (prefix + completion) on top of
+its KV cache, in micro-batches bucketed by length. The gradient is that of running every sequence whole
+(tests/test_local_engine.py); only with dropout on would a prompt's samples share one dropout mask.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from trapo.engines.sampling import sample as sample_tokens
-from trapo.losses import entropy_from_logits, policy_loss
+from trapo.losses import policy_loss
 from trapo.rollout import Sample
 
 
@@ -53,10 +61,124 @@ def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
     )
 
 
+class PromptStates:
+    """Distinct prompts run once, with gradients, for a whole step (or a chunk of its prompts).
+
+    A prompt's hidden states do not depend on what follows it (causal attention) and its tokens carry no loss,
+    so its forward pass is shared by all its samples. Its KV cache (and the logits at its last token, which
+    predict each sample's first own token) become leaf tensors: each micro-batch of samples reads them by
+    index and its backward pass accumulates their gradients; `backward()` then carries those gradients
+    through the prompts' forward pass once. The gradient is exactly that of running every sequence whole.
+    """
+
+    def __init__(self, model, prompts: list[tuple[int, ...]], pad_id: int, device):
+        self.model = model
+        self.row = {p: i for i, p in enumerate(prompts)}
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left-padded: every prompt ends at column width - 1
+            ids[i, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        self.mask = mask.to(device)
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_pos = pos[:, -1] + 1  # position of each prompt's first following token
+        out = model(input_ids=ids.to(device), attention_mask=self.mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
+        self._outputs = [out.logits[:, -1]] + [t for k, v, *_ in out.past_key_values for t in (k, v)]
+        self._leaves = [t.detach().requires_grad_() for t in self._outputs]
+
+    @property
+    def last_logits(self) -> torch.Tensor:
+        return self._leaves[0]
+
+    def cache(self, rows: torch.Tensor):
+        """A KV cache holding prompt `rows` (one per sample), differentiable back to the leaves."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        kv = self._leaves[1:]
+        for layer in range(len(kv) // 2):  # index_select: its backward sums repeated rows in a fixed order
+            cache.update(kv[2 * layer].index_select(0, rows), kv[2 * layer + 1].index_select(0, rows), layer)
+        return cache
+
+    def backward(self) -> None:
+        """Pass the gradients gathered on the leaves through the prompts' forward pass."""
+        pairs = [(t, leaf.grad) for t, leaf in zip(self._outputs, self._leaves) if leaf.grad is not None]
+        if pairs:
+            torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+        self._outputs = self._leaves = []
+
+
+@dataclass
+class OwnTokens:
+    """A micro-batch of samples' own tokens (prefix + completion), right-padded, with the row of each sample's
+    prompt in its `PromptStates`; masks are aligned with `ids` (the targets)."""
+
+    ids: torch.Tensor  # [B, T]
+    mask: torch.Tensor
+    rows: torch.Tensor  # [B]
+    rl_mask: torch.Tensor
+    prefix_mask: torch.Tensor
+    advantages: torch.Tensor
+    prefix_scale: torch.Tensor
+    unguided: torch.Tensor
+
+    def to(self, device) -> "OwnTokens":
+        return OwnTokens(**{k: v.to(device) for k, v in vars(self).items()})
+
+
+def collate_own(samples: Sequence[Sample], rows: Sequence[int], pad_id: int) -> OwnTokens:
+    width = max(1, max(len(s.prefix_ids) + len(s.completion_ids) for s in samples))
+    n = len(samples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    rl = torch.zeros((n, width))
+    pre = torch.zeros((n, width))
+    for i, s in enumerate(samples):
+        k, c = len(s.prefix_ids), len(s.prefix_ids) + len(s.completion_ids)
+        if c:
+            ids[i, :c] = torch.as_tensor(s.prefix_ids + s.completion_ids, dtype=torch.long)
+        mask[i, :c] = 1
+        pre[i, :k] = s.prefix_loss_weight
+        rl[i, k:c] = 1.0
+    return OwnTokens(
+        ids=ids, mask=mask, rows=torch.as_tensor(list(rows), dtype=torch.long), rl_mask=rl, prefix_mask=pre,
+        advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        prefix_scale=torch.tensor([s.advantage if s.off_policy else 1.0 for s in samples], dtype=torch.float32),
+        unguided=torch.tensor([not s.guided for s in samples]),
+    )
+
+
+def _logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool):
+    """Log-prob of each target under `logits` [B, T, V] (and the entropy of each distribution)."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, ent
+
+
+def own_logprobs(model, prompts: PromptStates, mb: OwnTokens, with_entropy: bool = True):
+    """Log-prob (and entropy) of each of the samples' own tokens, aligned with `mb.ids`, on top of their
+    prompts' cache. Full-vocabulary logits exist for this micro-batch only."""
+    first = prompts.last_logits.index_select(0, mb.rows).unsqueeze(1)  # predicts each sample's first own token
+    t = mb.ids.shape[1]
+    if t == 1:
+        logits = first
+    else:
+        attn = torch.cat([prompts.mask[mb.rows], mb.mask[:, :-1]], dim=1)
+        pos = prompts.next_pos[mb.rows].unsqueeze(1) + torch.arange(t - 1, device=attn.device)
+        rest = model(input_ids=mb.ids[:, :-1], attention_mask=attn, position_ids=pos,
+                     past_key_values=prompts.cache(mb.rows), use_cache=True).logits
+        logits = torch.cat([first, rest], dim=1)
+    return _logprobs_and_entropy(logits, mb.ids, with_entropy)
+
+
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_entropy: bool = True):
     """Log-prob of each token given the ones before it, aligned with input_ids (position 0 gets 0).
 
-    Only one micro-batch's logits exist at a time; the caller chunks the batch.
+    Whole sequences in one pass: the plain reference for `own_logprobs` (which the engine uses). Only one
+    micro-batch's logits exist at a time; the caller chunks the batch.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1)
@@ -76,6 +198,25 @@ def warmup_constant(warmup_steps: int):
     return lambda s: min(1.0, (s + 1) / w) if w > 0 else 1.0
 
 
+def prompt_chunks(samples: Sequence[Sample], max_prompts: int) -> list[tuple[list[tuple[int, ...]], list[int]]]:
+    """(distinct prompts, indices of their samples) in chunks of at most `max_prompts` prompts: the prompts of a
+    chunk run together and their activations live until the chunk's samples are done (bounded memory)."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[tuple(s.prompt_ids)].append(i)
+    keys = list(groups)
+    step = max(1, max_prompts)
+    return [(keys[k : k + step], [i for p in keys[k : k + step] for i in groups[p]])
+            for k in range(0, len(keys), step)]
+
+
+def micro_batches(samples: Sequence[Sample], indices: Sequence[int], size: int) -> list[list[int]]:
+    """`indices` in micro-batches of `size`, longest own tokens (prefix + completion) first: bucketing by length
+    keeps padding low (prompts are not in the micro-batches, see PromptStates)."""
+    order = sorted(indices, key=lambda i: -(len(samples[i].prefix_ids) + len(samples[i].completion_ids)))
+    return [order[k : k + size] for k in range(0, len(order), size)]
+
+
 class LocalEngine:
     def __init__(self, model, tokenizer, *, lr: float, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  micro_batch_size: int = 32, device: str | torch.device = "cpu", betas=(0.9, 0.999),
@@ -92,6 +233,16 @@ class LocalEngine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # seconds spent per phase (generate, logprobs, backward, optimizer), summed over calls; callers reset it
+        self.times: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def _timed(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[phase] += time.perf_counter() - t0
 
     def reset_optimizer(self, lr: float) -> None:
         """Fresh AdamW moments and LR warmup (SFT->RL starts its RL phase like a new run from the SFT weights)."""
@@ -102,66 +253,79 @@ class LocalEngine:
 
     # ---- generation -------------------------------------------------------------------------
     def generate(self, inputs: list[list[int]], *, max_new_tokens: int, temperature: float,
-                 generator: torch.Generator | None = None) -> list[list[int]]:
+                 generator: torch.Generator | None = None, stop_at_eos: bool = True) -> list[list[int]]:
+        """Completions of `inputs`; `stop_at_eos=False` always generates `max_new_tokens` (benchmarks)."""
         self.model.eval()
-        # sort by length so rows of a chunk share their padding; results go back in input order
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        # sort by length (identical inputs adjacent, they share a prefill) so rows of a chunk share their
+        # padding; results go back in input order
+        order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), inputs[i]))
         outs: list[list[int]] = [[] for _ in inputs]
         chunk = max(1, self.micro_batch_size * 4)
-        for start in range(0, len(order), chunk):
-            idx = order[start : start + chunk]
-            res = sample_tokens(self.model, [inputs[i] for i in idx], max_new_tokens=max_new_tokens,
-                                eos_id=self.eos_id, pad_id=self.pad_id, temperature=temperature, generator=generator)
-            for i, r in zip(idx, res):
-                outs[i] = r
+        with self._timed("generate"):
+            for start in range(0, len(order), chunk):
+                idx = order[start : start + chunk]
+                res = sample_tokens(self.model, [inputs[i] for i in idx], max_new_tokens=max_new_tokens,
+                                    eos_id=self.eos_id if stop_at_eos else None, pad_id=self.pad_id,
+                                    temperature=temperature, generator=generator)
+                for i, r in zip(idx, res):
+                    outs[i] = r
         return outs
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ---- update -----------------------------------------------------------------------------
+    @staticmethod
+    @torch.no_grad()
+    def _accumulate(stats: dict, out, mb: OwnTokens, logp, ent, alpha_for_stats: float) -> None:
+        stats["loss"] += out.loss.item()
+        stats["pg_loss"] += out.pg_loss.item()
+        stats["prefix_loss"] += out.prefix_loss.item()
+        unguided_rl = mb.rl_mask * mb.unguided[:, None]
+        stats["ent_sum"] += float((ent * unguided_rl).sum())
+        stats["ent_tok"] += float(unguided_rl.sum())
+        expert = mb.prefix_mask > 0
+        p = logp.exp()[expert]
+        stats["exp_p_sum"] += float(p.sum())
+        stats["exp_tok"] += float(expert.sum())
+        stats["exp_low"] += float((p < alpha_for_stats).sum())
+
     def train_step(self, samples: Sequence[Sample], *, normalizer: float, prefix_loss: str, alpha: float,
                    gamma: float, entropy_coef: float, alpha_for_stats: float | None = None) -> dict[str, float]:
         """One optimizer step over all samples (micro-batched; token sums over a shared normaliser)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        order = sorted(range(len(samples)), key=lambda i: -(len(samples[i].prompt_ids) + len(samples[i].prefix_ids)
-                                                           + len(samples[i].completion_ids)))
         stats = dict(loss=0.0, pg_loss=0.0, prefix_loss=0.0, ent_sum=0.0, ent_tok=0.0,
                      exp_p_sum=0.0, exp_tok=0.0, exp_low=0.0)
         a_stats = alpha if alpha_for_stats is None else alpha_for_stats
-        for start in range(0, len(order), self.micro_batch_size):
-            mb = collate([samples[i] for i in order[start : start + self.micro_batch_size]], self.pad_id)
-            ids, attn = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-            rl_mask, prefix_mask = mb.rl_mask.to(self.device), mb.prefix_mask.to(self.device)
-            logp, ent = token_logprobs(self.model, ids, attn, with_entropy=True)
-            out = policy_loss(
-                logp, mb.advantages.to(self.device), rl_mask, prefix_mask * mb.prefix_scale.to(self.device)[:, None],
-                prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy=ent, entropy_coef=entropy_coef,
-                normalizer=normalizer,
-            )
-            out.loss.backward()
-            stats["loss"] += out.loss.item()
-            stats["pg_loss"] += out.pg_loss.item()
-            stats["prefix_loss"] += out.prefix_loss.item()
-            with torch.no_grad():
-                unguided_rl = rl_mask * mb.unguided.to(self.device)[:, None]
-                stats["ent_sum"] += float((ent * unguided_rl).sum())
-                stats["ent_tok"] += float(unguided_rl.sum())
-                expert = prefix_mask > 0
-                p = logp.exp()[expert]
-                stats["exp_p_sum"] += float(p.sum())
-                stats["exp_tok"] += float(expert.sum())
-                stats["exp_low"] += float((p < a_stats).sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        # a non-finite loss or gradient applies nothing: no update, no LR-schedule step, gradients dropped
-        finite = bool(torch.isfinite(grad_norm)) and all(math.isfinite(stats[k]) for k in ("loss", "pg_loss",
-                                                                                         "prefix_loss"))
-        stats["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        if finite:
-            self.optimizer.step()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        for prompts, chunk in prompt_chunks(samples, self.micro_batch_size):
+            with self._timed("logprobs"):
+                states = PromptStates(self.model, prompts, self.pad_id, self.device)
+            for idx in micro_batches(samples, chunk, self.micro_batch_size):
+                with self._timed("logprobs"):
+                    mb = collate_own([samples[i] for i in idx], [states.row[tuple(samples[i].prompt_ids)]
+                                                                 for i in idx], self.pad_id).to(self.device)
+                    logp, ent = own_logprobs(self.model, states, mb, with_entropy=True)
+                    out = policy_loss(
+                        logp, mb.advantages, mb.rl_mask, mb.prefix_mask * mb.prefix_scale[:, None],
+                        prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy=ent,
+                        entropy_coef=entropy_coef, normalizer=normalizer,
+                    )
+                with self._timed("backward"):
+                    out.loss.backward()
+                self._accumulate(stats, out, mb, logp, ent, a_stats)
+            with self._timed("backward"):
+                states.backward()
+        with self._timed("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            # a non-finite loss or gradient applies nothing: no update, no LR-schedule step, gradients dropped
+            finite = bool(torch.isfinite(grad_norm)) and all(math.isfinite(stats[k]) for k in ("loss", "pg_loss",
+                                                                                             "prefix_loss"))
+            stats["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            if finite:
+                self.optimizer.step()
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         stats["grad_norm"] = float(grad_norm)
         stats["finite"] = finite
         return stats

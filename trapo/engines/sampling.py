@@ -1,7 +1,14 @@
 """Batched autoregressive sampling with a KV cache, for any HF causal LM.
 
-Prompts are left-padded into one batch and prefilled once; each step feeds only the new token. Rows
-that emitted EOS are dropped from the batch and the cache, so finished sequences cost nothing.
+Where the time went on a CPU decides the design (measurements: docs/performance.md):
+
+- Each distinct input is prefilled once: a GRPO step asks for G samples of every prompt, a TRAPO round for
+  several samples of the same prompt + prefix. The unique inputs are left-padded into one batch, prefilled,
+  and their cache rows are copied out to all their samples.
+- The KV cache is preallocated for the whole generation and each step writes its token in place. The
+  default cache concatenates (copies) all of K and V at every token, which was 40% of a decode step.
+- Rows that emitted EOS stop costing compute: they are dropped from the batch and the cache once enough of
+  them have finished to pay for the copy that drops them (`DROP_FRACTION`).
 """
 
 from __future__ import annotations
@@ -9,6 +16,72 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+# Finished rows are dropped once they are at least this share of the batch (or all of it). Dropping copies the
+# cache of the rows that stay; keeping a finished row costs one row of every later step.
+DROP_FRACTION = 0.25
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One layer's KV cache with room for `capacity` positions, filled in place.
+
+    `keys` / `values` are views of the filled part, so attention reads exactly what a growing cache holds.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = int(capacity)
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, dk = key_states.shape
+        self._k = key_states.new_empty((b, h, self.capacity, dk))
+        self._v = value_states.new_empty((b, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def _refresh_views(self) -> None:
+        self.keys = self._k[:, :, : self.length]
+        self.values = self._v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        if self.length + n > self.capacity:
+            raise RuntimeError(f"KV cache full: {self.length} + {n} > capacity {self.capacity}")
+        self._k[:, :, self.length : self.length + n] = key_states
+        self._v[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        self._refresh_views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep (or repeat) rows `indices`; only the filled positions are copied."""
+        if not self.is_initialized:
+            return
+        for name in ("_k", "_v"):
+            old = getattr(self, name)
+            new = old.new_empty((len(indices),) + tuple(old.shape[1:]))
+            new[:, :, : self.length] = old[:, :, : self.length].index_select(0, indices)
+            setattr(self, name, new)
+        self._refresh_views()
+
+
+def _new_cache(model, capacity: int) -> Cache | None:
+    """A preallocated cache for models whose layers all use full attention; None lets the model pick its own."""
+    cfg = model.config.get_text_config(decoder=True)
+    layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+    if any(t != "full_attention" for t in layer_types):
+        return None
+    return Cache(layers=[PreallocatedLayer(capacity) for _ in layer_types])
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -18,62 +91,86 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _unique_inputs(prompts: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Distinct inputs (first-seen order) and, for each prompt, the index of its distinct input."""
+    index: dict[tuple[int, ...], int] = {}
+    row_of = []
+    for p in prompts:
+        key = tuple(p)
+        if len(key) == 0:
+            raise ValueError("cannot sample from an empty prompt")
+        row_of.append(index.setdefault(key, len(index)))
+    return list(index), row_of
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids [n, width] and an attention mask [n, capacity] with room for the new tokens."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompts), capacity), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.as_tensor(p)
+        attn[i, width - len(p) : width] = 1
+    return ids, attn
+
+
 @torch.no_grad()
 def sample(
     model,
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | None,
     pad_id: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """Completions (token ids, EOS included when emitted) for each prompt; temperature 0 is greedy."""
+    """Completions (token ids, EOS included when emitted) for each prompt; temperature 0 is greedy.
+
+    `eos_id=None` never stops early: every completion has `max_new_tokens` tokens (fixed-length benchmarks).
+    """
     n = len(prompts)
-    out: list[list[int]] = [[] for _ in range(n)]
     if n == 0 or max_new_tokens <= 0:
-        return out
+        return [[] for _ in range(n)]
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError("cannot sample from an empty prompt")
-        ids[i, width - len(p):] = torch.as_tensor(list(p))
-        attn[i, width - len(p):] = 1
+    unique, row_of = _unique_inputs(prompts)
+    width = max(len(p) for p in unique)
+    capacity = width + max_new_tokens
+    ids, attn = _left_pad(unique, pad_id, capacity)
     ids, attn = ids.to(device), attn.to(device)
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    res = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    pos = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)
+    cache = _new_cache(model, capacity)
+    res = model(input_ids=ids, attention_mask=attn[:, :width], position_ids=pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
     cache = res.past_key_values
-    logits = res.logits[:, -1]
+    # every sample of an input starts from that input's prefill
+    expand = torch.as_tensor(row_of, device=device)
+    cache.batch_select_indices(expand)
+    logits, attn, next_pos = res.logits[:, -1][expand], attn[expand], (pos[:, -1] + 1)[expand]
+    length = width  # filled positions of the cache (and of attn)
+    # tokens stay on the device until the end (-1: not generated); no per-step copy to Python lists
+    out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
     alive = torch.arange(n, device=device)  # original row of each batch row
-    next_pos = pos[:, -1] + 1
-    gen_cpu = generator
+    running = torch.ones(n, dtype=torch.bool, device=device)  # False: finished, still in the batch
     for step in range(max_new_tokens):
-        tok = _pick(logits, temperature, gen_cpu)
-        tok_list = tok.tolist()
-        for row, t in zip(alive.tolist(), tok_list):
-            out[row].append(t)
+        tok = _pick(logits, temperature, generator)
+        out[alive[running], step] = tok[running]
         if step == max_new_tokens - 1:
             break
-        keep = tok != eos_id
-        if not bool(keep.all()):
-            if not bool(keep.any()):
+        if eos_id is not None:
+            running &= tok != eos_id
+            n_done = len(running) - int(running.sum())
+            if n_done == len(running):
                 break
-            idx = keep.nonzero().squeeze(-1)
-            cache.batch_select_indices(idx)
-            alive, attn, next_pos, tok = alive[idx], attn[idx], next_pos[idx], tok[idx]
-        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
-        res = model(
-            input_ids=tok.unsqueeze(-1),
-            attention_mask=attn,
-            position_ids=next_pos.unsqueeze(-1),
-            past_key_values=cache,
-            use_cache=True,
-        )
+            if n_done and n_done >= DROP_FRACTION * len(running):
+                keep = running.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                alive, attn, next_pos, tok, running = alive[keep], attn[keep], next_pos[keep], tok[keep], running[keep]
+        attn[:, length] = 1
+        length += 1
+        res = model(input_ids=tok.unsqueeze(-1), attention_mask=attn[:, :length], position_ids=next_pos.unsqueeze(-1),
+                    past_key_values=cache, use_cache=True)
         cache = res.past_key_values
         logits = res.logits[:, -1]
         next_pos = next_pos + 1
-    return out
+    return [[t for t in row if t >= 0] for row in out.tolist()]

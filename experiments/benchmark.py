@@ -1,0 +1,440 @@
+"""Time one RL step of our GRPO and TRAPO (local engine) and of TRL's GRPOTrainer on the same work, in one process.
+
+    python experiments/benchmark.py --threads 2             # full run (a few minutes), writes results/benchmarks.md
+    python experiments/benchmark.py --quick --out ''        # seconds of work, nothing written (tests)
+
+Two settings, each timed for ours_grpo, ours_trapo and trl_grpo:
+
+- fixed: a 3.0M-parameter Qwen2-style model with random weights built here from a config, 16 prompts x 8
+  samples, 32 prompt + 64 new tokens, EOS disabled: every system does exactly the same work. TRAPO's reward
+  (exact match of \\boxed{}) is always 0 for a random model, so every prompt climbs to the last guidance level:
+  the most TRAPO can add over GRPO.
+- real: the embedded default (preset=mini): its tiny pretrained model (trapo.models.loading), synthetic
+  problems (trapo.data.synthetic), EOS on, the preset's max_new_tokens.
+
+Warm-up steps are dropped and the systems are interleaved A B C C B A (the first steps in a process run slow).
+The step time of a system is the median of its measured steps. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from benchmark_measure import (ModelShape, grading_throughput, matmul_peak_gflops, peak_rss_mb,  # noqa: E402
+                               shared_flops, task_flops)
+from benchmark_systems import PHASES, OursSystem, Work, interleaved, make_prompt, make_trl_system  # noqa: E402
+
+RESULT_KEYS = ("ours_grpo_step_s", "ours_trapo_step_s", "trl_grpo_step_s", "trapo_over_grpo", "ours_over_trl",
+               "ours_over_trl_real", "grade_items_per_s")
+TARGETS = {"trapo_over_grpo": 1.10, "ours_over_trl": 0.75, "ours_over_trl_real": 0.6}
+
+# the fixed setting (the issue's): model shape and work; --quick shrinks both
+FIXED_MODEL = dict(hidden_size=256, intermediate_size=640, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=4)
+QUICK_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=2)
+FIXED_WORK = dict(n_prompts=16, group_size=8, prompt_tokens=32, new_tokens=64, micro_batch=32)
+QUICK_WORK = dict(n_prompts=2, group_size=8, prompt_tokens=16, new_tokens=12, micro_batch=8)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=None, help="measured steps per system and setting (default 6; quick 2)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up steps per system, dropped")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (and grader workers)")
+    ap.add_argument("--quick", action="store_true", help="tiny model and work: seconds, for tests")
+    ap.add_argument("--settings", default="fixed,real", help="comma list of: fixed, real")
+    ap.add_argument("--no-trl", action="store_true", help="time our engine only (TRL columns left empty)")
+    ap.add_argument("--grade-items", type=int, default=None, help="items for the grading throughput (default 400)")
+    ap.add_argument("--rss-probe", action=argparse.BooleanOptionalAction, default=None,
+                    help="measure peak RSS of the default run's steps in a fresh process (default: on unless --quick)")
+    ap.add_argument("--out", default="results/benchmarks.md", help="Markdown report ('' = none)")
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.steps = args.steps if args.steps is not None else (2 if args.quick else 6)
+    args.grade_items = args.grade_items if args.grade_items is not None else (40 if args.quick else 400)
+    args.rss_probe = (not args.quick) if args.rss_probe is None else args.rss_probe
+    return args
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+def compose(quick: bool, *overrides: str):
+    """The project's Hydra config: preset=mini (the embedded default), preset=smoke for --quick."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return _compose(config_name="config", overrides=[f"preset={'smoke' if quick else 'mini'}", *overrides])
+
+
+def methods(quick: bool) -> dict:
+    """name -> (method config, guidance schedule) for our GRPO and TRAPO, exactly as the trainer builds them."""
+    from trapo.trainer import guidance_schedule
+
+    out = {}
+    for name in ("grpo", "trapo"):
+        cfg = compose(quick, f"method={name}")
+        sched = guidance_schedule(cfg)
+        if cfg.method.guidance != "adaptive":  # trapo.trainer.Trainer: one round of group_size samples
+            from trapo.guidance import GuidanceSchedule
+
+            sched = GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
+        out[name] = (cfg.method, sched)
+    return out
+
+
+def fixed_setting(quick: bool, n_batches: int):
+    """The random-weight Qwen2-style model and its fixed-length work (prompts cut from synthetic questions)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from trapo.data import synthetic
+    from trapo.models.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    arch = QUICK_MODEL if quick else FIXED_MODEL
+    w = QUICK_WORK if quick else FIXED_WORK
+    cfg = Qwen2Config(vocab_size=len(tok), max_position_embeddings=512, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None, **arch)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).float().eval()
+    problems = synthetic.make_split(w["n_prompts"] * n_batches, 3, 4, seed=7)
+    texts = [p.question[: w["prompt_tokens"]] for p in problems]
+    prompts = [make_prompt(tok, t, p.solution, p.answer, tok.eos_token_id) for t, p in zip(texts, problems)]
+    assert all(len(p.prompt_ids) == w["prompt_tokens"] for p in prompts), "one token per character"
+    work = Work(prompts, [p.answer for p in problems], texts, n_prompts=w["n_prompts"], group_size=w["group_size"],
+                max_new_tokens=w["new_tokens"], stop_at_eos=False, micro_batch=w["micro_batch"])
+    return model, tok, work
+
+
+def real_setting(quick: bool, n_batches: int):
+    """The embedded default: the tiny pretrained model and synthetic training problems, EOS on."""
+    from transformers.utils import logging as hf_logging
+
+    from trapo.data.loading import load_dataset
+    from trapo.models.loading import load_model_and_tokenizer
+    from trapo.prompts import build_prompt
+
+    cfg = compose(quick)
+    hf_logging.disable_progress_bar()
+    model, tok, template = load_model_and_tokenizer(cfg.model, device="cpu")
+    items = load_dataset(cfg.data).train[: int(cfg.train.prompts_per_step) * n_batches]
+    texts = [build_prompt(it.question, tok, template) for it in items]
+    prompts = [make_prompt(tok, t, it.solution, it.answer, tok.eos_token_id) for t, it in zip(texts, items)]
+    n_prompts = int(cfg.train.prompts_per_step)
+    work = Work(prompts, [it.answer for it in items], texts, n_prompts=n_prompts,
+                group_size=int(cfg.train.group_size), max_new_tokens=int(cfg.rollout.max_new_tokens),
+                stop_at_eos=True, temperature=float(cfg.rollout.temperature),
+                micro_batch=int(cfg.train.micro_batch_size))
+    return model, tok, work
+
+
+def build_systems(setting: str, quick: bool, n_batches: int, with_trl: bool):
+    from trapo.rewards import BoxedExactMatch
+
+    model, tok, work = (fixed_setting if setting == "fixed" else real_setting)(quick, n_batches)
+    reward = BoxedExactMatch()  # data.reward=exact of the embedded default, for every system
+    systems = [OursSystem(f"ours_{name}", model, tok, work, m, sched, reward)
+               for name, (m, sched) in methods(quick).items()]
+    if with_trl:
+        systems.append(make_trl_system("trl_grpo", model, tok, work, reward, scale_by_std=False,
+                                       min_new_tokens=None if work.stop_at_eos else work.max_new_tokens))
+    return model, work, systems
+
+
+# ------------------------------------------------------------------------------------------------ summary
+def summarize(records, shape: ModelShape) -> dict:
+    """Median step and phases, mean lengths and FLOP rates of one system's measured steps."""
+    med = {p: statistics.median(r.seconds[p] for r in records) for p in ("step", *PHASES)}
+    gen_f, upd_f = zip(*(task_flops(shape, r.lengths) for r in records))
+    gen_s = sum(r.seconds["generation"] for r in records)
+    upd_s = sum(r.seconds["logprobs"] + r.seconds["backward"] + r.seconds["optimizer"] for r in records)
+    n = sum(len(r.lengths) for r in records)
+    out = {
+        "step_s": med["step"], "phases_s": {p: med[p] for p in PHASES},
+        "steps_s": [round(r.seconds["step"], 3) for r in records],
+        "mean_prompt_tokens": sum(p + k for r in records for p, k, _ in r.lengths) / n,
+        "mean_completion_tokens": sum(c for r in records for *_, c in r.lengths) / n,
+        "samples_per_step": n / len(records),
+        "gen_gflops_task": sum(gen_f) / gen_s / 1e9, "upd_gflops_task": sum(upd_f) / upd_s / 1e9,
+    }
+    if records[0].samples:  # ours: the work our engine computes once shared prompts are run once
+        sg, su = zip(*(shared_flops(shape, r.samples) for r in records))
+        out["gen_gflops_done"], out["upd_gflops_done"] = sum(sg) / gen_s / 1e9, sum(su) / upd_s / 1e9
+    return out
+
+
+def run_setting(setting: str, args) -> dict:
+    n_batches = args.warmup + args.steps
+    t0 = time.perf_counter()
+    model, work, systems = build_systems(setting, args.quick, n_batches, with_trl=not args.no_trl)
+    shape = ModelShape.of(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"[{setting}] {n_params / 1e6:.2f}M parameters, {work.n_prompts} prompts x {work.group_size} samples, "
+        f"max {work.max_new_tokens} new tokens, EOS {'on' if work.stop_at_eos else 'off'} "
+        f"(set-up {time.perf_counter() - t0:.1f} s)")
+    records = interleaved(systems, args.steps, args.warmup, log)
+    summary = {name: summarize(recs, shape) for name, recs in records.items()}
+    return {"params": n_params, "work": {"prompts": work.n_prompts, "group": work.group_size,
+                                         "max_new_tokens": work.max_new_tokens, "eos": work.stop_at_eos,
+                                         "micro_batch": work.micro_batch},
+            "systems": summary}
+
+
+def rss_probe(args) -> dict:
+    """Peak RSS of our GRPO and TRAPO steps on the default run's setting, alone in a fresh process."""
+    cmd = [sys.executable, __file__, "--rss-child", "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rss_child(args) -> None:
+    """(--rss-child) two steps of each of our methods on the real setting; prints peak RSS as JSON."""
+    before = peak_rss_mb()
+    _, work, systems = build_systems("real", args.quick, 2, with_trl=False)
+    loaded = peak_rss_mb()
+    for s in systems:
+        s.run(2)
+    mb = work.micro_batch
+    width = work.max_new_tokens + max(len(p.solution_ids) for p in work.prompts)
+    logits_mb = mb * width * systems[0].engine.model.config.vocab_size * 4 / 2**20
+    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "after_imports_mb": round(before, 1),
+                      "after_model_and_data_mb": round(loaded, 1), "largest_logits_mb": round(logits_mb, 2)}))
+
+
+# ------------------------------------------------------------------------------------------------ report
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "accelerate", "math-verify"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count()}
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (+ uncommitted changes in the tree)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def headline(results: dict) -> dict:
+    """The final JSON line."""
+    def step(setting, name):
+        return results["settings"].get(setting, {}).get("systems", {}).get(name, {}).get("step_s")
+
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    g, t, trl = step("fixed", "ours_grpo"), step("fixed", "ours_trapo"), step("fixed", "trl_grpo")
+    grading = results.get("grading", {})
+    return {
+        "ours_grpo_step_s": round(g, 3) if g else None,
+        "ours_trapo_step_s": round(t, 3) if t else None,
+        "trl_grpo_step_s": round(trl, 3) if trl else None,
+        "trapo_over_grpo": ratio(t, g),
+        "ours_over_trl": ratio(g, trl),
+        "ours_over_trl_real": ratio(step("real", "ours_grpo"), step("real", "trl_grpo")),
+        "grade_items_per_s": {k: round(grading[k], 1) for k in ("grader", "math_verify") if k in grading},
+    }
+
+
+def print_tables(results: dict) -> None:
+    peak = results["matmul_peak_gflops"]
+    for setting, res in results["settings"].items():
+        log(f"\n[{setting}] median seconds per step (phases), achieved GFLOP/s (peak {peak:.0f})")
+        log(f"{'system':12s} {'step':>6s} " + " ".join(f"{p[:9]:>9s}" for p in PHASES)
+            + "  gen GF/s  upd GF/s  resp.len")
+        for name, s in res["systems"].items():
+            log(f"{name:12s} {s['step_s']:6.2f} " + " ".join(f"{s['phases_s'][p]:9.3f}" for p in PHASES)
+                + f"  {s['gen_gflops_task']:8.1f}  {s['upd_gflops_task']:8.1f}  {s['mean_completion_tokens']:8.1f}")
+
+
+def write_report(path: Path, results: dict, head: dict, args) -> None:
+    peak = results["matmul_peak_gflops"]
+    v, mach = results["versions"], results["machine"]
+    load0, load1 = results["load_before"], results["load_after"]
+    shared = max(load0[0], load1[0]) >= 0.5
+    lines = [
+        "# Benchmarks: one RL step, our local engine vs TRL's GRPOTrainer",
+        "",
+        "Produced by `experiments/benchmark.py`; regenerate with the command below.",
+        "",
+        f"- command: `{results['command']}`",
+        f"- date: {results['date']}, git commit {results['commit']}",
+        f"- machine: {mach['cpu']}, {mach['cores']} cores; torch threads: {args.threads}",
+        f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load0)}; "
+        f"after: {', '.join(f'{x:.2f}' for x in load1)}"
+        + (" — **the machine was shared** with other jobs during this run: absolute times are inflated and "
+           "noisy; the ratios are from interleaved steps (A B C C B A) and medians." if shared else ""),
+        f"- versions: python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, trl {v['trl']}, "
+        f"accelerate {v['accelerate']}, math-verify {v['math-verify']}",
+        f"- fp32 matmul peak (1024², best of 5, {args.threads} thread(s)): **{peak:.0f} GFLOP/s**",
+        f"- wall time of the whole benchmark: {results['wall_s']:.0f} s",
+        "",
+        "## Result",
+        "",
+        "```json",
+        json.dumps(head),
+        "```",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for k, goal in TARGETS.items():
+        val = head.get(k)
+        lines.append(f"| `{k}` | {val if val is not None else '—'} | ≤ {goal} | "
+                     f"{'yes' if val is not None and val <= goal else 'no'} |")
+    real = results["settings"].get("real", {}).get("systems", {})
+    if "ours_trapo" in real and "ours_grpo" in real:
+        val = round(real["ours_trapo"]["step_s"] / real["ours_grpo"]["step_s"], 3)
+        lines.append(f"| TRAPO / GRPO on `real` (not in the JSON line) | {val} | ≤ {TARGETS['trapo_over_grpo']} | "
+                     f"{'yes' if val <= TARGETS['trapo_over_grpo'] else 'no'} |")
+    lines += ["", "`trapo_over_grpo` in the JSON line is measured on `fixed`, where a random model makes TRAPO guide "
+              "every prompt to the last level (its largest extra work); the row above is the embedded default, "
+              "where guidance follows the model's real rewards. Engine design and the measured effect of each "
+              "change: [docs/performance.md](../docs/performance.md)."]
+    for setting, res in results["settings"].items():
+        w = res["work"]
+        lines += ["", f"## Setting `{setting}`: {res['params'] / 1e6:.2f}M parameters, {w['prompts']} prompts × "
+                  f"{w['group']} samples, max {w['max_new_tokens']} new tokens, EOS {'on' if w['eos'] else 'off'}, "
+                  f"micro-batch {w['micro_batch']}", "",
+                  "Median seconds per step and per phase over the measured steps:", "",
+                  "| system | step | " + " | ".join(PHASES) + " | steps (s) |",
+                  "|---|---" + "|---" * len(PHASES) + "|---|"]
+        for name, s in res["systems"].items():
+            lines.append(f"| {name} | **{s['step_s']:.3f}** | " + " | ".join(f"{s['phases_s'][p]:.3f}" for p in PHASES)
+                         + f" | {', '.join(str(x) for x in s['steps_s'])} |")
+        lines += ["", "Work done and rate achieved (GFLOP/s; the peak above is the limit):", "",
+                  "| system | samples/step | mean prompt(+prefix) tokens | mean completion tokens | generation | update | "
+                  "generation, work done | update, work done |", "|---|---|---|---|---|---|---|---|"]
+        for name, s in res["systems"].items():
+            done_g, done_u = s.get("gen_gflops_done"), s.get("upd_gflops_done")
+            lines.append(f"| {name} | {s['samples_per_step']:.0f} | {s['mean_prompt_tokens']:.1f} | "
+                         f"{s['mean_completion_tokens']:.1f} | {s['gen_gflops_task']:.1f} | {s['upd_gflops_task']:.1f} | "
+                         f"{f'{done_g:.1f} ({done_g / peak:.0%})' if done_g else '—'} | "
+                         f"{f'{done_u:.1f} ({done_u / peak:.0%})' if done_u else '—'} |")
+    lines += ["", "## Grading throughput", ""]
+    gr = results.get("grading", {})
+    if gr:
+        lines += [f"{args.grade_items} distinct (response, gold) pairs, half right (boxed integers, fractions, "
+                  f"decimals): evaluation/grader.py with {args.threads} worker(s) (pool already started; start-up "
+                  f"{gr['grader_pool_start_s']:.2f} s): **{gr['grader']:.0f} items/s** (verdicts right: "
+                  f"{gr['grader_accuracy']:.0%}); math-verify alone (parse + verify in-process, no time limit): "
+                  f"**{gr['math_verify']:.0f} items/s** (right: {gr['math_verify_accuracy']:.0%})."]
+    lines += ["", "## Memory", ""]
+    rss = results.get("rss_probe")
+    if rss:
+        lines += [f"Our GRPO and TRAPO steps on the default run's setting, alone in a fresh process: peak RSS "
+                  f"**{rss['peak_rss_mb']:.0f} MiB** (after imports {rss['after_imports_mb']:.0f} MiB, after model "
+                  f"and data {rss['after_model_and_data_mb']:.0f} MiB). Full-vocabulary logits exist for one micro-batch "
+                  f"at a time: at most {rss['largest_logits_mb']:.2f} MiB."]
+    lines.append(f"This benchmark process (all systems, TRL included): peak RSS {results['peak_rss_mb']:.0f} MiB.")
+    lines += ["", "## Notes", "", *NOTES, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+NOTES = [
+    "- Identical work: both sides get the same model weights (a copy each), prompts, reward function "
+    "(exact match of the last `\\boxed{}`), group size, micro-batch, max new tokens, temperature 1, LR (1e-6, "
+    "so that the policy does not drift between blocks), AdamW and grad-norm clip 1.0. TRL: `loss_type=\"dr_grpo\"`, "
+    "`beta=0` (no reference model), `num_iterations=1`, `scale_rewards=\"none\"`, fp32 (`bf16=False`), "
+    "`gradient_checkpointing=False` (TRL's defaults are bf16 and checkpointing on), `top_k=0`, `top_p=1`. "
+    "In `fixed`, EOS is disabled: ours with `stop_at_eos=False`, TRL with `min_new_tokens = max_new_tokens`.",
+    "- Phases: `generation` is sampling only; `rollout_other` is decoding, rewards bookkeeping, advantages and "
+    "(TRL) tokenization and padding; `logprobs` is the forward pass and loss; `backward`; `optimizer` is "
+    "grad-norm clip + AdamW.",
+    "- GFLOP/s columns: *generation*/*update* divide the FLOPs of the task, counted per sample as if each ran "
+    "alone (2 FLOPs per weight per token + attention; update = 3 × forward), by the phase's time, for every "
+    "system alike. *work done* counts what our engine actually computes after running each distinct prompt "
+    "once (prefill and update): that rate is the one to compare with the matmul peak.",
+    "- TRAPO in `fixed`: the random model never earns a reward, so every prompt gets all three guided rounds "
+    "(4, 2, 1, 1 samples; prefixes of 20%, 50% and 100% of the reference solution): the most work TRAPO adds.",
+]
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    if args.rss_child:
+        rss_child(args)
+        return {}
+    t_start = time.perf_counter()
+    results: dict = {"command": "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in
+                                                                              (argv if argv is not None else sys.argv[1:])),
+                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
+                     "versions": versions(), "machine": machine(), "load_before": list(os.getloadavg()),
+                     "settings": {}}
+    with_trl = not args.no_trl
+    if with_trl:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            log("trl is not installed (pip install -e '.[dev]'): timing our engine only")
+            args.no_trl = True
+    log(f"threads {args.threads}, load {results['load_before'][0]:.2f}; versions {results['versions']}")
+    results["matmul_peak_gflops"] = matmul_peak_gflops()
+    log(f"fp32 matmul peak: {results['matmul_peak_gflops']:.0f} GFLOP/s")
+    for setting in [s.strip() for s in args.settings.split(",") if s.strip()]:
+        results["settings"][setting] = run_setting(setting, args)
+    if args.grade_items > 0:
+        results["grading"] = grading_throughput(args.grade_items, workers=max(1, args.threads))
+        log(f"grading: {results['grading']}")
+    if args.rss_probe:
+        results["rss_probe"] = rss_probe(args)
+        log(f"peak RSS (default run's steps, fresh process): {results['rss_probe']}")
+    results["peak_rss_mb"] = peak_rss_mb()
+    results["load_after"] = list(os.getloadavg())
+    results["wall_s"] = time.perf_counter() - t_start
+    print_tables(results)
+    head = headline(results)
+    if args.out:
+        out = Path(args.out)
+        write_report(out if out.is_absolute() else ROOT / out, results, head, args)
+        log(f"wrote {args.out}")
+    print(json.dumps(head), flush=True)
+    return head
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The local engine's fast paths compute exactly what the plain ones do.
+
+- sampling (trapo.engines.sampling): shared prefill of identical inputs, the preallocated KV cache and the
+  dropping of finished rows give HF `generate`'s greedy tokens;
+- the update (LocalEngine.train_step): each distinct prompt run once per step, its samples' own tokens
+  micro-batched by length, gives the loss, gradient and statistics of running every sequence whole.
+"""
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from trapo.engines import sampling
+from trapo.engines.local import LocalEngine, collate, micro_batches, prompt_chunks, token_logprobs
+from trapo.losses import policy_loss
+from trapo.rollout import Sample
+
+PAD, EOS, VOCAB = 0, 1, 40
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_model(family: str = "qwen2", seed: int = 0, hidden: int = 32):
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, eos_token_id=EOS,
+                  pad_token_id=PAD)
+    if family == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common)).eval()
+    return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+
+
+class Tok:
+    eos_token_id, pad_token_id = EOS, PAD
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+def rand_ids(gen: torch.Generator, n: int) -> list[int]:
+    return [int(x) for x in torch.randint(3, VOCAB, (n,), generator=gen)]
+
+
+def hf_greedy(model, prompt: list[int], max_new: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                         max_new_tokens=max_new, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+    ids = out[0, len(prompt):].tolist()
+    return ids[: ids.index(EOS) + 1] if EOS in ids else ids
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+@pytest.mark.parametrize("drop_fraction", [0.0, sampling.DROP_FRACTION, 1.0])
+def test_sampler_matches_hf_greedy(family, drop_fraction, monkeypatch):
+    monkeypatch.setattr(sampling, "DROP_FRACTION", drop_fraction)
+    model = tiny_model(family)
+    with torch.no_grad():  # make EOS likely, so rows finish at different steps
+        model.lm_head.weight[EOS] += 0.4 * model.lm_head.weight.norm(dim=1).mean()
+    gen = torch.Generator().manual_seed(3)
+    prompts = [rand_ids(gen, n) for n in (3, 7, 5, 1, 9, 4)]
+    prompts += [prompts[1], prompts[0], prompts[1]]  # repeated inputs share one prefill
+    outs = sampling.sample(model, prompts, max_new_tokens=16, eos_id=EOS, pad_id=PAD, temperature=0)
+    refs = [hf_greedy(model, p, 16) for p in prompts]
+    assert outs == refs
+    assert len({len(o) for o in outs}) > 2  # rows finished at different steps
+
+
+def test_sampler_without_eos_always_runs_full_length():
+    model = tiny_model()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.5 * model.lm_head.weight.norm(dim=1).mean()  # EOS comes early
+    prompts = [[5, 6, 7], [8], [5, 6, 7]]
+    outs = sampling.sample(model, prompts, max_new_tokens=9, eos_id=None, pad_id=PAD, temperature=1.0,
+                           generator=torch.Generator().manual_seed(0))
+    assert [len(o) for o in outs] == [9, 9, 9]
+    stopped = sampling.sample(model, prompts, max_new_tokens=9, eos_id=EOS, pad_id=PAD, temperature=0)
+    assert all(o[-1] == EOS and len(o) < 9 for o in stopped)
+
+
+def test_sampler_is_seeded_and_repeated_inputs_get_distinct_samples():
+    model = tiny_model()
+    prompts = [[4, 5, 6]] * 6 + [[7, 8]] * 2
+
+    def draw(seed):
+        return sampling.sample(model, prompts, max_new_tokens=12, eos_id=EOS, pad_id=PAD, temperature=1.0,
+                               generator=torch.Generator().manual_seed(seed))
+
+    a = draw(1)
+    assert a == draw(1)
+    assert len({tuple(x) for x in a[:6]}) > 1  # one prefill, independent samples
+    assert sampling.sample(model, [], max_new_tokens=4, eos_id=EOS, pad_id=PAD) == []
+    with pytest.raises(ValueError, match="empty prompt"):
+        sampling.sample(model, [[]], max_new_tokens=4, eos_id=EOS, pad_id=PAD)
+
+
+def test_engine_generate_keeps_input_order_and_times_itself():
+    engine = LocalEngine(tiny_model(), Tok(), lr=1e-3, micro_batch_size=1)  # chunks of 4 rows
+    gen = torch.Generator().manual_seed(5)
+    inputs = [rand_ids(gen, n) for n in (6, 2, 4, 2, 9, 3)]
+    outs = engine.generate(inputs, max_new_tokens=8, temperature=0)
+    assert outs == [hf_greedy(engine.model, x, 8) for x in inputs]
+    assert engine.times["generate"] > 0
+    full = engine.generate(inputs, max_new_tokens=5, temperature=0, stop_at_eos=False)
+    assert all(len(o) == 5 for o in full)
+
+
+# ------------------------------------------------------------------------------------------------ update
+def make_samples(seed: int = 1, prompt_lengths=(5, 9, 3)) -> list[Sample]:
+    """Prompts of different lengths, each with unguided, guided (prefix) and whole-solution samples."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for g, n_prompt in enumerate(prompt_lengths):
+        prompt = rand_ids(gen, n_prompt)
+        for j in range(6):
+            prefix = rand_ids(gen, 2 + j) if j >= 3 else []
+            completion = [] if j == 5 else rand_ids(gen, int(torch.randint(1, 12, (1,), generator=gen)))
+            out.append(Sample(g, int(j >= 3), prompt, prefix, completion,
+                              advantage=float(torch.randn(1, generator=gen)),
+                              prefix_loss_weight=1.0 if j in (3, 5) else 0.0, off_policy=(j == 5)))
+    return out
+
+
+def whole_sequence_reference(model, samples, normalizer, **kw):
+    """Loss, gradient and statistics from running every sequence whole, in one batch."""
+    model = copy.deepcopy(model).train()
+    b = collate(samples, PAD)
+    logp, ent = token_logprobs(model, b.input_ids, b.attention_mask)
+    out = policy_loss(logp, b.advantages, b.rl_mask, b.prefix_mask * b.prefix_scale[:, None], entropy=ent,
+                      normalizer=normalizer, **kw)
+    out.loss.backward()
+    unguided = b.rl_mask * b.unguided[:, None]
+    expert = b.prefix_mask > 0
+    stats = {"loss": out.loss.item(), "entropy": float((ent * unguided).sum() / unguided.sum()),
+             "expert_p": float(logp.exp()[expert].mean())}
+    return stats, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("micro_batch_size", [1, 4, 64])
+@pytest.mark.parametrize("prefix_loss", ["trsft", "luffy"])
+def test_update_equals_whole_sequences(micro_batch_size, prefix_loss, monkeypatch):
+    model, samples = tiny_model(), make_samples()
+    kw = dict(prefix_loss=prefix_loss, alpha=0.1, gamma=0.1, entropy_coef=0.01)
+    ref_stats, ref_grads = whole_sequence_reference(model, samples, 100.0, **kw)
+
+    engine = LocalEngine(copy.deepcopy(model), Tok(), lr=1e-3, micro_batch_size=micro_batch_size)
+    seen = {}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, *a, **k):
+        params = list(params)
+        seen["grads"] = [p.grad.clone() for p in params]
+        return clip(params, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    st = engine.train_step(samples, normalizer=100.0, **kw)
+    assert st["finite"] and st["loss"] == pytest.approx(ref_stats["loss"], abs=1e-6)
+    assert st["ent_sum"] / st["ent_tok"] == pytest.approx(ref_stats["entropy"], rel=1e-5)
+    assert st["exp_p_sum"] / st["exp_tok"] == pytest.approx(ref_stats["expert_p"], rel=1e-5)
+    for got, want in zip(seen["grads"], ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert all(engine.times[k] > 0 for k in ("logprobs", "backward", "optimizer"))
+
+
+def test_micro_batches_bucket_by_length_and_prompts_are_chunked():
+    samples = make_samples()
+    chunks = prompt_chunks(samples, 2)
+    assert [len(p) for p, _ in chunks] == [2, 1]
+    assert sorted(i for _, idx in chunks for i in idx) == list(range(len(samples)))
+    for prompts, idx in chunks:
+        assert {tuple(samples[i].prompt_ids) for i in idx} == set(prompts)
+    batches = micro_batches(samples, range(len(samples)), 4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(samples))) and max(len(b) for b in batches) == 4
+    own = [len(samples[i].prefix_ids) + len(samples[i].completion_ids) for i in flat]
+    assert own == sorted(own, reverse=True)
+
+
+def test_update_is_bitwise_repeatable_with_threads(monkeypatch):
+    """Resuming from a checkpoint must be bit-identical (tests/test_resume.py): a prompt's rows are gathered with
+    index_select, whose backward adds repeated rows in a fixed order (advanced indexing's does not, on threads)."""
+    torch.set_num_threads(2)
+    # big enough for the backward of a gather to be split across threads
+    model, samples = tiny_model(hidden=256), make_samples(prompt_lengths=(60, 70)) * 4
+    grads = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, *a, **k):
+        params = list(params)
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+        return clip(params, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    for _ in range(4):
+        engine = LocalEngine(copy.deepcopy(model), Tok(), lr=1e-3, micro_batch_size=8)
+        engine.train_step(samples, normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.0)
+    assert all(torch.equal(g, grads[0]) for g in grads[1:])
