@@ -400,8 +400,10 @@ def main(argv=None) -> dict:
         rss_child(args)
         return {}
     t_start = time.perf_counter()
-    results: dict = {"command": "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in
-                                                                              (argv if argv is not None else sys.argv[1:])),
+    # the model cache only decides where the embedded default's model is built or found; shown for reruns
+    env = f"TRAPO_CACHE={shlex.quote(os.environ['TRAPO_CACHE'])} " if os.environ.get("TRAPO_CACHE") else ""
+    cli = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results: dict = {"command": f"{env}python experiments/benchmark.py {cli}".strip(),
                      "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
                      "versions": versions(), "machine": machine(), "load_before": list(os.getloadavg()),
                      "settings": {}}
