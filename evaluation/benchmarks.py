@@ -11,7 +11,6 @@ AMC 2022+2023: ``amc.jsonl`` locally or AI-MO/aimo-validation-amc), ``math500``,
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Callable
 
 from evaluation.answer import gold_to_text
 from evaluation.extract import last_boxed_answer
+from trapo.data.jsonl import iter_jsonl
 
 DEFAULT_BENCHMARKS = ("aime24", "amc23", "math500", "minerva_math", "olympiadbench")
 REPO = Path(__file__).resolve().parents[1]
@@ -207,17 +207,12 @@ def _to_item(spec: BenchmarkSpec, row: Any, where: str, index: int) -> Item:
 
 def read_jsonl(spec: BenchmarkSpec, path: Path, limit: int | None = None) -> list[Item]:
     items: list[Item] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{path}:{lineno}: row: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            items.append(_to_item(spec, row, f"{path}:{lineno}", len(items)))
-            if limit is not None and len(items) >= limit:
-                break
+    for lineno, row, error in iter_jsonl(path):
+        if error:
+            raise BenchmarkError(f"{path}:{lineno}: row: {error}")
+        items.append(_to_item(spec, row, f"{path}:{lineno}", len(items)))
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise BenchmarkError(f"{path}: no rows")
     return items

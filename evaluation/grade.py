@@ -20,11 +20,10 @@ import time
 from evaluation.answer import gold_to_text
 from evaluation.extract import extract_answer
 from evaluation.grader import DEFAULT_TIMEOUT, Grader
+from trapo.data.jsonl import iter_jsonl
 
 
 def _check_row(row) -> str | None:
-    if not isinstance(row, dict):
-        return f"row: expected a JSON object, got {type(row).__name__}"
     if "response" not in row:
         return "field 'response': missing"
     if row["response"] is not None and not isinstance(row["response"], str):
@@ -60,24 +59,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, errors = [], []
     try:
-        f = open(args.input, encoding="utf-8")
+        for lineno, row, err in iter_jsonl(args.input):
+            err = f"row: {err}" if err else _check_row(row)
+            if err:
+                errors.append(f"{args.input}:{lineno}: {err}")
+            rows.append((lineno, row, err))
     except OSError as exc:
         print(f"{args.input}: cannot read: {exc.strerror}", file=sys.stderr)
         grader.close()
         return 2
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                row, err = None, f"row: invalid JSON ({exc.msg} at column {exc.colno})"
-            else:
-                err = _check_row(row)
-            if err:
-                errors.append(f"{args.input}:{lineno}: {err}")
-            rows.append((lineno, row, err))
 
     good = [(i, row) for i, (_, row, err) in enumerate(rows) if err is None]
     preds = [extract_answer(row["response"]) if isinstance(row["response"], str) else None for _, row in good]

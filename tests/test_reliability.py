@@ -66,7 +66,7 @@ ROWS_OK = {"question": "What is 2+2?", "solution": "2+2 = 4.\n\n\\boxed{4}", "an
 
 
 @pytest.mark.parametrize("line, where", [
-    (b'{"question": "q", "solution": "s", "answer": ', "bad.jsonl:2: bad JSON"),
+    (b'{"question": "q", "solution": "s", "answer": ', "bad.jsonl:2: invalid JSON"),
     (b'["not", "an", "object"]', "bad.jsonl:2: expected a JSON object"),
     (b'{"question": "q", "answer": "4"}', "bad.jsonl:2:solution: missing field"),
     (b'{"question": "  ", "solution": "s", "answer": "4"}', "bad.jsonl:2:question: empty"),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from trapo.data import synthetic
+from trapo.data.jsonl import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -34,34 +34,23 @@ def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: training data file not found")
     items = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark is tolerated
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: bad JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            vals = {}
-            for role in ("question", "solution", "answer"):
-                key = fields[role]
-                if key not in row:
-                    raise ValueError(f"{path}:{lineno}:{key}: missing field")
-                v = row[key]
-                if isinstance(v, (int, float)) and role == "answer":
-                    v = str(v)
-                if not isinstance(v, str):
-                    raise ValueError(f"{path}:{lineno}:{key}: expected a string, got {type(v).__name__}")
-                if not v.strip():
-                    raise ValueError(f"{path}:{lineno}:{key}: empty")
-                vals[role] = v
-            items.append(Item(vals["question"], vals["answer"], vals["solution"]))
+    for lineno, row, error in iter_jsonl(path):
+        if error:
+            raise ValueError(f"{path}:{lineno}: {error}")
+        vals = {}
+        for role in ("question", "solution", "answer"):
+            key = fields[role]
+            if key not in row:
+                raise ValueError(f"{path}:{lineno}:{key}: missing field")
+            v = row[key]
+            if isinstance(v, (int, float)) and role == "answer":
+                v = str(v)
+            if not isinstance(v, str):
+                raise ValueError(f"{path}:{lineno}:{key}: expected a string, got {type(v).__name__}")
+            if not v.strip():
+                raise ValueError(f"{path}:{lineno}:{key}: empty")
+            vals[role] = v
+        items.append(Item(vals["question"], vals["answer"], vals["solution"]))
     if not items:
         raise ValueError(f"{path}: dataset is empty")
     return items
