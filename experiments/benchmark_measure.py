@@ -136,5 +136,14 @@ def grading_throughput(n_items: int, workers: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------- memory
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    VmHWM of /proc/self/status where there is one: getrusage's ru_maxrss survives exec, so a child started
+    by a large parent would report the parent's size."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

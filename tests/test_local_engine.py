@@ -59,8 +59,11 @@ def hf_greedy(model, prompt: list[int], max_new: int) -> list[int]:
 # ------------------------------------------------------------------------------------------------ sampling
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 @pytest.mark.parametrize("drop_fraction", [0.0, sampling.DROP_FRACTION, 1.0])
-def test_sampler_matches_hf_greedy(family, drop_fraction, monkeypatch):
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_sampler_matches_hf_greedy(family, drop_fraction, shared_prefix, monkeypatch):
     monkeypatch.setattr(sampling, "DROP_FRACTION", drop_fraction)
+    # shared-prefix attention (one copy of each input's cache) or one cache row per sample
+    monkeypatch.setattr(sampling, "SHARED_PREFIX_MIN_SAMPLES", 0 if shared_prefix else 10**9)
     model = tiny_model(family)
     with torch.no_grad():  # make EOS likely, so rows finish at different steps
         model.lm_head.weight[EOS] += 0.4 * model.lm_head.weight.norm(dim=1).mean()
@@ -93,8 +96,10 @@ def test_sampler_is_seeded_and_repeated_inputs_get_distinct_samples():
         return sampling.sample(model, prompts, max_new_tokens=12, eos_id=EOS, pad_id=PAD, temperature=1.0,
                                generator=torch.Generator().manual_seed(seed))
 
+    before = model.config._attn_implementation
     a = draw(1)
     assert a == draw(1)
+    assert model.config._attn_implementation == before  # shared-prefix attention is switched off again
     assert len({tuple(x) for x in a[:6]}) > 1  # one prefill, independent samples
     assert sampling.sample(model, [], max_new_tokens=4, eos_id=EOS, pad_id=PAD) == []
     with pytest.raises(ValueError, match="empty prompt"):
