@@ -29,6 +29,7 @@ class StepRecord:
     seconds: dict[str, float]  # "step" and each of PHASES
     lengths: list[tuple[int, int, int]]  # (prompt, prefix, completion) tokens per sample
     samples: list[Sample] = field(default_factory=list, repr=False)  # ours only (for the shared-work FLOPs)
+    rounds: list[dict] = field(default_factory=list)  # ours only: each generate call (one per micro-group round)
 
 
 @dataclass
@@ -85,11 +86,19 @@ class OursSystem:
             return r
 
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.steps_done)
+        rounds: list[dict] = []
+
+        def generate(xs):  # one call per micro-group round (rounds with nothing to generate make none)
+            t = time.perf_counter()
+            outs = eng.generate(xs, max_new_tokens=w.max_new_tokens, temperature=w.temperature, generator=gen,
+                                stop_at_eos=w.stop_at_eos)
+            rounds.append({"seconds": time.perf_counter() - t, "rows": len(xs),
+                           "inputs": len({tuple(x) for x in xs}), "decode_steps": max(map(len, outs), default=0)})
+            return outs
+
         t0 = time.perf_counter()
         samples, _ = rollout(
-            self._batch(), self.schedule,
-            generate=lambda xs: eng.generate(xs, max_new_tokens=w.max_new_tokens, temperature=w.temperature,
-                                             generator=gen, stop_at_eos=w.stop_at_eos),
+            self._batch(), self.schedule, generate=generate,
             decode=eng.decode, reward_fn=timed_reward,
             adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
         )
@@ -110,7 +119,7 @@ class OursSystem:
                "optimizer": eng.times["optimizer"]}
         sec["other"] = total - sum(sec[p] for p in PHASES if p in sec)
         lengths = [(len(s.prompt_ids), len(s.prefix_ids), len(s.completion_ids)) for s in samples]
-        return StepRecord(sec, lengths, samples)
+        return StepRecord(sec, lengths, samples, rounds)
 
     def run(self, k: int) -> list[StepRecord]:
         return [self.step() for _ in range(k)]
