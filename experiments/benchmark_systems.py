@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -191,8 +193,9 @@ def make_trl_system(name: str, model, tokenizer, work: Work, reward_fn: Callable
         return reward_fn(completions, gold)
 
     gen_kwargs = {"min_new_tokens": min_new_tokens} if min_new_tokens else None
+    out_dir = tempfile.mkdtemp(prefix="trapo-bench-trl-")  # TRL requires one; nothing is saved there
     args = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trapo-bench-trl-"), seed=seed, use_cpu=not torch.cuda.is_available(),
+        output_dir=out_dir, seed=seed, use_cpu=not torch.cuda.is_available(),
         # fp32 and no activation recomputation, as our engine (TRL's defaults are bf16 and checkpointing on)
         bf16=False, gradient_checkpointing=False,
         # the same batch: n_prompts x group_size samples per step, micro-batches of work.micro_batch sequences,
@@ -215,6 +218,7 @@ def make_trl_system(name: str, model, tokenizer, work: Work, reward_fn: Callable
                                processing_class=tokenizer, callbacks=[StepTimer()])
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
+    weakref.finalize(trainer, shutil.rmtree, out_dir, True)
     return TrlSystem(name, trainer, rec)
 
 
