@@ -68,7 +68,13 @@ def _model_config(arch: dict, tokenizer):
     )
 
 
+def plain(cfg) -> dict:
+    """A recipe section as plain JSON values (configs may arrive as OmegaConf nodes, lists as ListConfig)."""
+    return json.loads(json.dumps(dict(cfg), default=list))
+
+
 def cache_key(arch: dict, pretrain: dict) -> str:
+    arch, pretrain = plain(arch), plain(pretrain)
     blob = json.dumps({"family": "llama", "arch": arch, "pretrain": pretrain, "gen": synthetic.GENERATOR_VERSION, "chars": CHARS},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -121,8 +127,7 @@ def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, p
     """Path of the cached tiny base model, building (and pretraining) it first if needed."""
     from transformers import LlamaForCausalLM
 
-    # plain JSON values: configs may arrive as OmegaConf nodes (lists as ListConfig)
-    arch, pretrain_cfg = (json.loads(json.dumps(dict(c), default=list)) for c in (arch, pretrain_cfg))
+    arch, pretrain_cfg = plain(arch), plain(pretrain_cfg)
     root = Path(root) if root is not None else cache_root() / "models"
     key = cache_key(arch, pretrain_cfg)
     path = root / f"tiny-{key}"
