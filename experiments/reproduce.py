@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-REPRODUCE_KEYS = ("seeds", "output_dir", "run_root", "experiment", "dry_run", "reuse", "overrides", "methods",
+REPRODUCE_KEYS = ("seeds", "output_dir", "run_root", "experiment", "dry_run", "reuse", "missing", "overrides", "methods",
                   "ablation", "alphas", "passk", "run_overrides", "benchmarks", "bootstrap", "figures", "index",
                   "presets")
 

@@ -177,7 +177,7 @@ def build_jobs(rcfg, specs: list[RunSpec], extra_for: Mapping[str, list[str]] | 
 @dataclass
 class RunResult:
     job: Job
-    status: str  # trained | reused (MLflow run ...) | reused (run dir) | planned
+    status: str  # trained | reused (MLflow run ...) | reused (run dir) | planned | missing (...)
     run_id: str | None = None
     run_dir: Path | None = None
     final: dict[str, float] = field(default_factory=dict)
@@ -359,6 +359,9 @@ class Reproducer:
     def run(self, job: Job) -> RunResult:
         t0 = time.monotonic()
         res = self.lookup(job)
+        if res is None and str(self.rcfg.get("missing", "train")) == "skip":
+            # tables from the runs that exist: this cell stays empty and n_seeds says how many seeds it has
+            return RunResult(job, "missing (not trained: missing=skip)")
         if res is None or (job.passk and self.passk_settings and res.passk is None):
             quiet_transformers()
         if res is None:
