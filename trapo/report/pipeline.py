@@ -172,11 +172,17 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "preset": str(rcfg.preset), "command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "seconds": seconds, "machine": readme.machine_info(), "git": readme.git_info(), "seeds": seeds,
         "benchmarks": benchmarks, "experiment": str(rcfg.experiment), "tracking_uri": tracking_uri(),
-        "run_root": _rel(rcfg.run_root), "n_trained": trained, "n_reused": len(results) - trained,
+        "run_root": _rel(rcfg.run_root), "n_trained": trained,
+        "n_reused": sum(1 for r in results.values() if r.status.startswith("reused")),
+        "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
         "comparison": readme.compare_main(main) + readme.compare_ablation(abl),
         "notes": _notes(rcfg, real),
     }
+    if manifest["n_missing"]:
+        manifest["notes"].append(f"{manifest['n_missing']} runs were not found and not trained (missing=skip): "
+                                 "their cells are empty and `n_seeds` in the CSVs counts the seeds each row has; "
+                                 "runs.csv lists them as missing.")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     readme.write_output_readme(manifest, out)
     index_path = Path(str(rcfg.index))

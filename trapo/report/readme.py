@@ -174,7 +174,8 @@ def section(manifest: Mapping, out_dir: Path, link_base: Path, level: int = 2) -
     lines = [f"{h} `{manifest['preset']}` preset — {manifest['date']}", "",
              f"- command: `{manifest['command']}`",
              f"- date: {manifest['date']} (wall time {manifest['seconds']:.0f} s; runs trained {manifest['n_trained']}, "
-             f"reused {manifest['n_reused']})",
+             f"reused {manifest['n_reused']}"
+             + (f", missing {manifest['n_missing']}" if manifest.get("n_missing") else "") + ")",
              f"- machine: {machine_line(manifest['machine'])}",
              f"- git: `{g['commit']}` on `{g['branch']}`" + (" (with uncommitted changes)" if g["dirty"] else ""),
              f"- seeds: {manifest['seeds']}; cells are mean [95% bootstrap interval over seeds] in percent"
