@@ -240,15 +240,10 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count()}
+    from trapo.report.readme import machine_info  # the same description results/*/README.md gives
+
+    info = machine_info()
+    return {"cpu": info["cpu"] or "unknown", "cores": info["cores"]}
 
 
 def git_commit() -> str:

@@ -84,8 +84,10 @@ def toy(tmp_path):
     def run(*overrides, wait=True):
         cmd = [sys.executable, "toy.py", "-m", *overrides]
         if not wait:
+            # SIGINT back to its default: a shell running pytest in the background (`pytest &`) starts it with
+            # SIGINT ignored, the child would inherit that and Python would then never raise KeyboardInterrupt
             return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True)
+                                    text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
 
     return tmp_path, run
