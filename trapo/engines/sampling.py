@@ -19,10 +19,10 @@ import contextlib
 from typing import Sequence
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
 
 from trapo.engines import shared_prefix
-from trapo.engines.shared_prefix import SharedPrefixCache
+from trapo.engines.shared_prefix import PreallocatedLayer, SharedPrefixCache
 
 # Read each distinct input's KV cache once for all its samples (trapo.engines.shared_prefix) when there are at
 # least this many samples per input on average: measured on one CPU thread, 8 per input: -9% (fixed-length
@@ -32,58 +32,6 @@ SHARED_PREFIX_MIN_SAMPLES = 4
 # Finished rows are dropped once they are at least this share of the batch (or all of it). Dropping copies the
 # cache of the rows that stay; keeping a finished row costs one row of every later step.
 DROP_FRACTION = 0.25
-
-
-class PreallocatedLayer(DynamicLayer):
-    """One layer's KV cache with room for `capacity` positions, filled in place.
-
-    `keys` / `values` are views of the filled part, so attention reads exactly what a growing cache holds.
-    """
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = int(capacity)
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        b, h, _, dk = key_states.shape
-        self._k = key_states.new_empty((b, h, self.capacity, dk))
-        self._v = value_states.new_empty((b, value_states.shape[1], self.capacity, value_states.shape[-1]))
-        self.is_initialized = True
-
-    def _refresh_views(self) -> None:
-        self.keys = self._k[:, :, : self.length]
-        self.values = self._v[:, :, : self.length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        n = key_states.shape[-2]
-        if self.length + n > self.capacity:
-            raise RuntimeError(f"KV cache full: {self.length} + {n} > capacity {self.capacity}")
-        self._k[:, :, self.length : self.length + n] = key_states
-        self._v[:, :, self.length : self.length + n] = value_states
-        self.length += n
-        self._refresh_views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_max_length(self) -> int:
-        return self.capacity
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep (or repeat) rows `indices`; only the filled positions are copied."""
-        if not self.is_initialized:
-            return
-        for name in ("_k", "_v"):
-            old = getattr(self, name)
-            new = old.new_empty((len(indices),) + tuple(old.shape[1:]))
-            new[:, :, : self.length] = old[:, :, : self.length].index_select(0, indices)
-            setattr(self, name, new)
-        self._refresh_views()
 
 
 def _full_attention(model) -> bool:

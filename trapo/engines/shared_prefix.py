@@ -45,24 +45,31 @@ class Groups:
         self.flat = group * width + slot  # position of each row in the flattened table
 
 
-class SharedPrefixLayer(DynamicLayer):
-    """One layer: the distinct inputs' K/V [U, Hkv, W, D] (left-padded, `mask` [U, W]) once, and each row's own
-    tokens in a preallocated buffer [B, Hkv, capacity, D]."""
+class PreallocatedLayer(DynamicLayer):
+    """One layer's KV cache with room for `capacity` positions, filled in place.
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, groups: Groups, capacity: int):
+    `keys` / `values` are views of the filled part, so attention reads exactly what a growing cache holds.
+    """
+
+    def __init__(self, capacity: int):
         super().__init__()
-        self.pk, self.pv, self.pmask, self.groups = keys, values, mask, groups
-        b, (_, h, _, d) = len(groups.group), keys.shape
-        self._k = keys.new_empty((b, h, capacity, d))
-        self._v = values.new_empty((b, values.shape[1], capacity, values.shape[-1]))
-        self.capacity, self.length = int(capacity), 0
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self._refresh_views()
+        self.capacity = int(capacity)
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, dk = key_states.shape
+        self._k = key_states.new_empty((b, h, self.capacity, dk))
+        self._v = value_states.new_empty((b, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
 
     def _refresh_views(self) -> None:
-        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+        self.keys = self._k[:, :, : self.length]
+        self.values = self._v[:, :, : self.length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]
         if self.length + n > self.capacity:
             raise RuntimeError(f"KV cache full: {self.length} + {n} > capacity {self.capacity}")
@@ -73,18 +80,42 @@ class SharedPrefixLayer(DynamicLayer):
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
-        return self.pk.shape[2] + self.length
+        return self.length
 
     def get_max_length(self) -> int:
-        return self.pk.shape[2] + self.capacity
+        return self.capacity
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep (or repeat) rows `indices`; only the filled positions are copied."""
+        if not self.is_initialized:
+            return
         for name in ("_k", "_v"):
             old = getattr(self, name)
             new = old.new_empty((len(indices),) + tuple(old.shape[1:]))
             new[:, :, : self.length] = old[:, :, : self.length].index_select(0, indices)
             setattr(self, name, new)
         self._refresh_views()
+
+
+
+class SharedPrefixLayer(PreallocatedLayer):
+    """One layer: the distinct inputs' K/V [U, Hkv, W, D] (left-padded, `mask` [U, W]) once, and each row's own
+    tokens in a preallocated buffer [B, Hkv, capacity, D] (filled and row-selected as PreallocatedLayer does)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, groups: Groups, capacity: int):
+        super().__init__(capacity)
+        self.pk, self.pv, self.pmask, self.groups = keys, values, mask, groups
+        b, (_, h, _, d) = len(groups.group), keys.shape
+        self._k = keys.new_empty((b, h, self.capacity, d))
+        self._v = values.new_empty((b, values.shape[1], self.capacity, values.shape[-1]))
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._refresh_views()
+
+    def get_seq_length(self) -> int:
+        return self.pk.shape[2] + self.length
+
+    def get_max_length(self) -> int:
+        return self.pk.shape[2] + self.capacity
 
 
 class SharedPrefixCache(Cache):
