@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trapo.advantages import group_advantages
-from trapo.engines.local import collate
+from trapo.engines.local import collate_own
 from trapo.guidance import GuidanceSchedule
 from trapo.losses import policy_loss
 from trapo.rollout import Prompt, rollout
@@ -64,12 +64,12 @@ def test_reference_member_gets_loss_scaled_by_its_advantage(dedupe):
     assert all(s.advantage == pytest.approx(0.875) for s in off)
     assert all(s.advantage == pytest.approx(-0.125) for s in samples if not s.off_policy)
 
-    batch = collate(samples, pad_id=EOS)
+    batch = collate_own(samples, range(len(samples)), pad_id=EOS)  # what the update runs on: masks cover prefix + completion
     for i, s in enumerate(samples):
-        n_prompt, n_prefix = len(s.prompt_ids), len(s.prefix_ids)
+        n_prefix = len(s.prefix_ids)
         if s.off_policy:
             assert batch.prefix_scale[i].item() == pytest.approx(s.advantage)  # prefix_scale = its advantage
-            assert batch.prefix_mask[i, n_prompt:n_prompt + n_prefix].tolist() == [1.0] * n_prefix
+            assert batch.prefix_mask[i, :n_prefix].tolist() == [1.0] * n_prefix
             assert batch.rl_mask[i].sum() == 0 and not batch.unguided[i]
         else:
             assert batch.prefix_scale[i].item() == 1.0 and batch.prefix_mask[i].sum() == 0
