@@ -90,9 +90,9 @@ class OursSystem:
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.steps_done)
         rounds: list[dict] = []
 
-        def generate(xs):  # one call per micro-group round (rounds with nothing to generate make none)
+        def generate(xs, max_new):  # one call per micro-group round (rounds with nothing to generate make none)
             t = time.perf_counter()
-            outs = eng.generate(xs, max_new_tokens=w.max_new_tokens, temperature=w.temperature, generator=gen,
+            outs = eng.generate(xs, max_new_tokens=max_new, temperature=w.temperature, generator=gen,
                                 stop_at_eos=w.stop_at_eos)
             rounds.append({"seconds": time.perf_counter() - t, "rows": len(xs),
                            "inputs": len({tuple(x) for x in xs}), "decode_steps": max(map(len, outs), default=0)})
@@ -101,7 +101,7 @@ class OursSystem:
         t0 = time.perf_counter()
         samples, _ = rollout(
             self._batch(), self.schedule, generate=generate,
-            decode=eng.decode, reward_fn=timed_reward,
+            decode=eng.decode, reward_fn=timed_reward, max_response_tokens=w.max_new_tokens,
             adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
         )
         rewards = torch.tensor([s.reward for s in samples])

@@ -88,6 +88,33 @@ def test_sampler_without_eos_always_runs_full_length():
     assert all(o[-1] == EOS and len(o) < 9 for o in stopped)
 
 
+@pytest.mark.parametrize("shared_prefix", [True, False])
+@pytest.mark.parametrize("eos", [EOS, None])
+def test_sampler_per_row_caps_match_hf_greedy(shared_prefix, eos, monkeypatch):
+    """One cap per prompt (TRAPO's guided samples get what their prefix leaves): each row is what HF's greedy
+    decoding gives with that row's cap, rows with cap 0 get nothing."""
+    monkeypatch.setattr(sampling, "SHARED_PREFIX_MIN_SAMPLES", 0 if shared_prefix else 10**9)
+    model = tiny_model()
+    with torch.no_grad():
+        model.lm_head.weight[EOS] += 0.3 * model.lm_head.weight.norm(dim=1).mean()
+    gen = torch.Generator().manual_seed(4)
+    prompts = [rand_ids(gen, n) for n in (3, 7, 5, 4)]
+    prompts += [prompts[0], prompts[0], prompts[1]]
+    caps = [12, 3, 0, 7, 1, 12, 9]
+    outs = sampling.sample(model, prompts, max_new_tokens=caps, eos_id=eos, pad_id=PAD, temperature=0)
+    if eos is None:
+        assert [len(o) for o in outs] == caps
+    for p, c, o in zip(prompts, caps, outs):
+        ref = hf_greedy(model, p, c) if c else []
+        assert o == (ref if eos is not None else o) and len(o) <= c
+        if eos is None and c:  # without EOS the row is the reference's first c tokens, EOS included as a token
+            full = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                  max_new_tokens=c, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+            assert o == full[0, len(p):].tolist()
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sampling.sample(model, prompts, max_new_tokens=[1, 2], eos_id=EOS, pad_id=PAD)
+
+
 def test_sampler_is_seeded_and_repeated_inputs_get_distinct_samples():
     model = tiny_model()
     prompts = [[4, 5, 6]] * 6 + [[7, 8]] * 2
@@ -115,6 +142,9 @@ def test_engine_generate_keeps_input_order_and_times_itself():
     assert engine.times["generate"] > 0
     full = engine.generate(inputs, max_new_tokens=5, temperature=0, stop_at_eos=False)
     assert all(len(o) == 5 for o in full)
+    caps = [1, 5, 0, 3, 8, 2]
+    capped = engine.generate(inputs, max_new_tokens=caps, temperature=0, stop_at_eos=False)
+    assert [len(o) for o in capped] == caps and capped[1] == full[1]
 
 
 # ------------------------------------------------------------------------------------------------ update

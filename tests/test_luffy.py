@@ -43,8 +43,9 @@ def test_luffy_config():
 def test_reference_member_gets_loss_scaled_by_its_advantage(dedupe):
     sched = GuidanceSchedule((8,), (0.0,), (), dedupe_prefix_loss=dedupe)
     prompts = [make_prompt(0), make_prompt(1)]
-    samples, levels = rollout(prompts, sched, lambda xs: [[7, EOS] for _ in xs], lambda ids: " ".join(map(str, ids)),
-                              wrong_unless_reference, adaptive=False, off_policy_reference=True)
+    samples, levels = rollout(prompts, sched, lambda xs, caps: [[7, EOS] for _ in xs],
+                              lambda ids: " ".join(map(str, ids)), wrong_unless_reference, max_response_tokens=64,
+                              adaptive=False, off_policy_reference=True)
     assert len(samples) == 16 and levels.tolist() == [0, 0]
     off = [s for s in samples if s.off_policy]
     assert [s.group for s in off] == [0, 1]

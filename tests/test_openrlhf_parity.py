@@ -86,10 +86,11 @@ def _script_rollout(cfg, tok, problems):
     g = torch.Generator().manual_seed(0)
     vocab = tok.vocab_size
 
-    def generate(inputs):
+    def generate(inputs, caps):
         outs = []
-        for _ in inputs:
+        for _, cap in zip(inputs, caps):
             n = int(torch.randint(3, MAX_NEW, (1,), generator=g))
+            n = min(n, cap - 1)
             outs.append(torch.randint(3, vocab, (n,), generator=g).tolist() + [tok.eos_token_id])
         return outs
 

@@ -29,7 +29,7 @@ from trapo.prefix import cut_index  # noqa: E402
 from trapo.prompts import build_prompt  # noqa: E402
 from trapo.rewards import last_boxed  # noqa: E402
 
-MAX_NEW = 16
+MAX_NEW = 160  # the response cap (prefix + completion): room for the whole 3-4-step solutions and an answer
 MAX_LEN = 400
 
 
@@ -42,6 +42,7 @@ class FakeEngine:
     def __init__(self, tokenizer, prompts_ids, policy):
         self.tok, self.prompts_ids, self.policy = tokenizer, prompts_ids, policy
         self.calls: list[tuple[int, list[int]]] = []
+        self.caps: list[tuple[int, int]] = []  # (prefix length, max_tokens) of each call
         self.count = [0] * len(prompts_ids)
 
     def _which(self, ids):
@@ -54,6 +55,7 @@ class FakeEngine:
         ids = list(prompt_token_ids)
         i = self._which(ids)
         self.calls.append((i, ids))
+        self.caps.append((len(ids) - len(self.prompts_ids[i]), sampling_params.max_tokens))
         n = self.count[i]
         self.count[i] += 1
         await asyncio.sleep(0)
@@ -114,7 +116,7 @@ def test_rounds_prefixes_and_generator_inputs(rolled):
         for r in grp:
             rnd = int(r["extra_logs"]["trapo_round"])
             plen = int(r["extra_logs"]["trapo_prefix_len"])
-            want = cut_index(len(sol.solution_ids), sched.prefix_ratios[rnd], sol.solution_breaks) \
+            want = min(cut_index(len(sol.solution_ids), sched.prefix_ratios[rnd], sol.solution_breaks), MAX_NEW) \
                 if expected_guided[i][rnd] else 0
             assert plen == want, (i, rnd)
             toks = r["observation_tokens"]
@@ -131,6 +133,9 @@ def test_rounds_prefixes_and_generator_inputs(rolled):
     sol0 = rolled.sols[0]
     k1 = cut_index(len(sol0.solution_ids), 0.2, sol0.solution_breaks)
     assert sum(ids == rolled.prompts_ids[0] + sol0.solution_ids[:k1] for ids in calls[0]) == 2
+    # each request may generate what its prefix leaves of the response (prefix + completion <= max_tokens)
+    assert all(cap == MAX_NEW - plen for plen, cap in rolled.engine.caps)
+    assert {plen for plen, _ in rolled.engine.caps} >= {0, k1}
     level3 = rolled.groups[0][-1]
     assert level3["extra_logs"]["trapo_completion_len"] == 0
     assert level3["reward"] == 1.0  # prefix (the whole solution) + completion is graded together

@@ -18,11 +18,12 @@ class FakeModel:
     """Answers correctly ("<ok>") only for the prompts in `solves`, or when given a prefix if `prefix_helps`."""
 
     def __init__(self, solves=(), prefix_helps=False):
-        self.solves, self.prefix_helps, self.calls = set(solves), prefix_helps, []
+        self.solves, self.prefix_helps, self.calls, self.budgets = set(solves), prefix_helps, [], []
 
-    def generate(self, inputs):
+    def generate(self, inputs, max_new):
         self.calls.append([list(x) for x in inputs])
-        return [[7, EOS] for _ in inputs]
+        self.budgets.append(list(max_new))
+        return [[7, 8, 9, EOS] for _ in inputs]
 
     def decode(self, ids):
         return " ".join(map(str, ids))
@@ -36,8 +37,9 @@ class FakeModel:
         return out
 
 
-def run(model, prompts, schedule=PRESETS["paper"], **kw):
-    return rollout(prompts, schedule, model.generate, model.decode, model.reward, **kw)
+def run(model, prompts, schedule=PRESETS["paper"], max_response_tokens=64, **kw):
+    return rollout(prompts, schedule, model.generate, model.decode, model.reward,
+                   max_response_tokens=max_response_tokens, **kw)
 
 
 def test_unsolved_prompt_climbs_all_levels_solved_prompt_stays_unguided():
@@ -116,3 +118,30 @@ def test_luffy_off_policy_member():
     off = [s for s in samples if s.off_policy]
     assert len(off) == 2 and {s.group for s in off} == {0, 1}
     assert all(s.prefix_ids == make_prompt(s.group, "").solution_ids and s.completion_ids == [] for s in off)
+
+
+def test_response_cap_covers_prefix_and_completion():
+    """As in the authors' code, prefix + completion is cut to the response length (here 5 tokens)."""
+    model = FakeModel()
+    samples, levels = run(model, [make_prompt(0, "0")], max_response_tokens=5)
+    assert levels.tolist() == [3]
+    by_round = {r: [s for s in samples if s.round == r] for r in range(4)}
+    # round 0: no prefix, the whole budget; round 1: prefix 3 leaves 2; round 2: prefix snaps to 6 > 5 -> cut
+    # to 5 and nothing left to generate; round 3: the solution (11 tokens) cut to 5
+    assert model.budgets == [[5] * 4, [2, 2]]
+    assert [len(s.prefix_ids) for s in by_round[1]] == [3, 3]
+    assert all(len(s.completion_ids) == 2 for s in by_round[1])  # the fake's 4 tokens cut to the budget
+    assert [len(s.prefix_ids) for s in by_round[2] + by_round[3]] == [5, 5]
+    assert all(s.completion_ids == [] for s in by_round[2] + by_round[3])
+    assert all(len(s.prefix_ids) + len(s.completion_ids) <= 5 for s in samples)
+    # with room for everything, the prefix keeps its snapped length and the completion its own budget
+    model = FakeModel()
+    samples, _ = run(model, [make_prompt(0, "0")], max_response_tokens=64)
+    assert model.budgets == [[64] * 4, [61, 61], [58]]
+
+
+def test_bad_response_cap():
+    import pytest
+
+    with pytest.raises(ValueError, match="max_response_tokens"):
+        run(FakeModel(), [make_prompt(0, "0")], max_response_tokens=0)

@@ -1,8 +1,14 @@
 """Micro-group rollouts with adaptive expert prefixes, independent of any engine.
 
-An engine supplies `generate(inputs) -> completions` (token ids in, token ids out, batched across all
-prompts of a round) and the trainer supplies a reward function; this module decides, round by round,
-which prompts get which prefix, and returns flat `Sample`s that any engine can turn into a batch.
+An engine supplies `generate(inputs, max_new) -> completions` (token ids in, token ids out, batched across all
+prompts of a round; `max_new[i]` caps input i's completion) and the trainer supplies a reward function; this
+module decides, round by round, which prompts get which prefix, and returns flat `Sample`s that any engine can
+turn into a batch.
+
+A sample's response is its expert prefix followed by its own completion, and the response as a whole is capped
+at `max_response_tokens`, as in the authors' code (it cuts prefix + completion to the response length): a
+guided sample generates at most `max_response_tokens - len(prefix)` tokens, and a prefix (or LUFFY's reference
+solution) longer than the cap is cut to it. Every sample then fits the same token budget as GRPO's.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class Sample:
         return len(self.prefix_ids) > 0
 
 
-GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+GenerateFn = Callable[[list[list[int]], list[int]], list[list[int]]]  # (inputs, max new tokens of each)
 DecodeFn = Callable[[list[int]], str]
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -56,6 +62,7 @@ def rollout(
     decode: DecodeFn,
     reward_fn: RewardFn,
     *,
+    max_response_tokens: int,
     adaptive: bool = True,
     off_policy_reference: bool = False,
 ) -> tuple[list[Sample], torch.Tensor]:
@@ -65,6 +72,9 @@ def rollout(
     With `off_policy_reference=True` (LUFFY) the last member of each group is the whole reference
     solution instead of a sample of the policy.
     """
+    if max_response_tokens < 1:
+        raise ValueError(f"max_response_tokens must be >= 1, got {max_response_tokens}")
+    cap = max_response_tokens
     n = len(prompts)
     reward_sum = torch.zeros(n)
     count = torch.zeros(n)
@@ -75,7 +85,7 @@ def rollout(
         guided_rounds[r] = guided
         batch: list[Sample] = []
         for g, p in enumerate(prompts):
-            k = cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks) if guided[g] else 0
+            k = min(cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks), cap) if guided[g] else 0
             for j in range(size):
                 batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [],
                                     prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
@@ -83,13 +93,15 @@ def rollout(
             # LUFFY: the group's last member is the reference solution itself
             # (it carries the prefix loss, scaled by its advantage, even where micro-group dedupe would drop it)
             for s in batch[size - 1 :: size]:
-                s.prefix_ids, s.off_policy, s.prefix_loss_weight = prompts[s.group].solution_ids, True, 1.0
-        # a prefix that is the whole solution (it ends in EOS) leaves nothing to generate
-        todo = [s for s in batch if not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]
+                s.prefix_ids, s.off_policy, s.prefix_loss_weight = prompts[s.group].solution_ids[:cap], True, 1.0
+        # nothing to generate after the whole solution (it ends in EOS) or a prefix that fills the response
+        todo = [s for s in batch
+                if len(s.prefix_ids) < cap and not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]
         if todo:
-            outs = generate([s.prompt_ids + s.prefix_ids for s in todo])
-            for s, out in zip(todo, outs, strict=True):
-                s.completion_ids = list(out)
+            budgets = [cap - len(s.prefix_ids) for s in todo]
+            outs = generate([s.prompt_ids + s.prefix_ids for s in todo], budgets)
+            for s, out, b in zip(todo, outs, budgets, strict=True):
+                s.completion_ids = list(out)[:b]
         for s in batch:
             s.text = decode(s.prefix_ids + s.completion_ids)
         rewards = reward_fn([s.text for s in batch], [prompts[s.group].gold for s in batch])

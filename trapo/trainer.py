@@ -133,6 +133,7 @@ class Trainer:
                                   micro_batch_size=int(cfg.train.micro_batch_size), device=device,
                                   warmup_steps=int(cfg.train.get("warmup_steps", 0) or 0))
         self._prompt_cache: dict[int, Prompt] = {}
+        self._warned_long_solution = False
 
     # ---- data position and resume checks -------------------------------------------------------
     def _data_position(self, step: int) -> dict:
@@ -188,8 +189,16 @@ class Trainer:
             text = build_prompt(item.question, self.tokenizer, self.template)
             prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
             enc = self.tokenizer(item.solution, add_special_tokens=False, return_offsets_mapping=True)
-            self._prompt_cache[idx] = Prompt(prompt_ids, list(enc.input_ids) + [self.engine.eos_id],
-                                             break_ends_from_offsets(item.solution, enc.offset_mapping), item.answer)
+            p = Prompt(prompt_ids, list(enc.input_ids) + [self.engine.eos_id],
+                       break_ends_from_offsets(item.solution, enc.offset_mapping), item.answer)
+            cap = int(self.cfg.rollout.max_new_tokens)
+            if len(p.solution_ids) > cap and not self._warned_long_solution:
+                self._warned_long_solution = True
+                log.warning("train item %d: its reference solution has %d tokens, more than rollout.max_new_tokens=%d;"
+                            " expert prefixes and reference samples are cut to %d tokens (a response is prefix + "
+                            "completion, as in the authors' code). Raise rollout.max_new_tokens to guide with whole "
+                            "solutions (warned once per run)", idx, len(p.solution_ids), cap, cap)
+            self._prompt_cache[idx] = p
         return self._prompt_cache[idx]
 
     def _batch_indices(self, step: int) -> list[int]:
@@ -219,9 +228,10 @@ class Trainer:
         t0 = time.perf_counter()
         samples, levels = rollout(
             prompts, self.rl_schedule,
-            generate=lambda inputs: self.engine.generate(inputs, max_new_tokens=int(cfg.rollout.max_new_tokens),
-                                                         temperature=float(cfg.rollout.temperature), generator=gen),
-            decode=self.engine.decode, reward_fn=self.reward_fn,
+            generate=lambda inputs, max_new: self.engine.generate(inputs, max_new_tokens=max_new,
+                                                                  temperature=float(cfg.rollout.temperature),
+                                                                  generator=gen),
+            decode=self.engine.decode, reward_fn=self.reward_fn, max_response_tokens=int(cfg.rollout.max_new_tokens),
             adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
         )
         t_roll = time.perf_counter() - t0

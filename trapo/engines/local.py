@@ -252,10 +252,12 @@ class LocalEngine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
 
     # ---- generation -------------------------------------------------------------------------
-    def generate(self, inputs: list[list[int]], *, max_new_tokens: int, temperature: float,
+    def generate(self, inputs: list[list[int]], *, max_new_tokens: int | Sequence[int], temperature: float,
                  generator: torch.Generator | None = None, stop_at_eos: bool = True) -> list[list[int]]:
-        """Completions of `inputs`; `stop_at_eos=False` always generates `max_new_tokens` (benchmarks)."""
+        """Completions of `inputs`, at most `max_new_tokens` each (one cap, or one per input);
+        `stop_at_eos=False` always generates the cap (benchmarks)."""
         self.model.eval()
+        limits = [int(max_new_tokens)] * len(inputs) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         # sort by length (identical inputs adjacent, they share a prefill) so rows of a chunk share their
         # padding; results go back in input order
         order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), inputs[i]))
@@ -264,7 +266,7 @@ class LocalEngine:
         with self._timed("generate"):
             for start in range(0, len(order), chunk):
                 idx = order[start : start + chunk]
-                res = sample_tokens(self.model, [inputs[i] for i in idx], max_new_tokens=max_new_tokens,
+                res = sample_tokens(self.model, [inputs[i] for i in idx], max_new_tokens=[limits[i] for i in idx],
                                     eos_id=self.eos_id if stop_at_eos else None, pad_id=self.pad_id,
                                     temperature=temperature, generator=generator)
                 for i, r in zip(idx, res):

@@ -82,7 +82,7 @@ def sample(
     model,
     prompts: Sequence[Sequence[int]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     eos_id: int | None,
     pad_id: int,
     temperature: float = 1.0,
@@ -90,11 +90,32 @@ def sample(
 ) -> list[list[int]]:
     """Completions (token ids, EOS included when emitted) for each prompt; temperature 0 is greedy.
 
-    `eos_id=None` never stops early: every completion has `max_new_tokens` tokens (fixed-length benchmarks).
+    `max_new_tokens` is one cap for all prompts or one per prompt (TRAPO's guided samples get what their
+    prefix leaves of the response). `eos_id=None` never stops early: every completion has its cap's tokens
+    (fixed-length benchmarks).
     """
     n = len(prompts)
-    if n == 0 or max_new_tokens <= 0:
-        return [[] for _ in range(n)]
+    if isinstance(max_new_tokens, int):
+        limits = None if max_new_tokens > 0 else [0] * n
+    else:
+        limits = [int(m) for m in max_new_tokens]
+        if len(limits) != n:
+            raise ValueError(f"{len(limits)} max_new_tokens for {n} prompts")
+    if limits is not None and min(limits, default=0) <= 0:  # rows with nothing to generate stay out of the batch
+        keep = [i for i in range(n) if limits[i] > 0]
+        outs: list[list[int]] = [[] for _ in range(n)]
+        if keep:
+            res = sample(model, [prompts[i] for i in keep], max_new_tokens=[limits[i] for i in keep], eos_id=eos_id,
+                         pad_id=pad_id, temperature=temperature, generator=generator)
+            for i, r in zip(keep, res):
+                outs[i] = r
+        return outs
+    if n == 0:
+        return []
+    if limits is not None:
+        max_new_tokens = max(limits)
+        if min(limits) == max_new_tokens:
+            limits = None  # one cap for all: rows stop by EOS only
     device = next(model.parameters()).device
     unique, row_of = _unique_inputs(prompts)
     width = max(len(p) for p in unique)
@@ -121,13 +142,15 @@ def sample(
     length = width  # filled positions of the cache (and of attn)
     # tokens stay on the device until the end (-1: not generated); no per-step copy to Python lists
     out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
+    limit = None if limits is None else torch.as_tensor(limits, device=device)
     with route:
-        _decode(model, cache, logits, attn, next_pos, length, out, eos_id, max_new_tokens, temperature, generator)
+        _decode(model, cache, logits, attn, next_pos, length, out, eos_id, limit, temperature, generator)
     return [[t for t in row if t >= 0] for row in out.tolist()]
 
 
-def _decode(model, cache, logits, attn, next_pos, length, out, eos_id, max_new_tokens, temperature, generator):
-    n = out.shape[0]
+def _decode(model, cache, logits, attn, next_pos, length, out, eos_id, limit, temperature, generator):
+    """Fill `out` [n, max new tokens]; a row stops at EOS or at its `limit` (None: the width of `out`)."""
+    n, max_new_tokens = out.shape
     alive = torch.arange(n, device=out.device)  # original row of each batch row
     running = torch.ones(n, dtype=torch.bool, device=out.device)  # False: finished, still in the batch
     for step in range(max_new_tokens):
@@ -135,8 +158,11 @@ def _decode(model, cache, logits, attn, next_pos, length, out, eos_id, max_new_t
         out[alive[running], step] = tok[running]
         if step == max_new_tokens - 1:
             break
-        if eos_id is not None:
-            running &= tok != eos_id
+        if eos_id is not None or limit is not None:
+            if eos_id is not None:
+                running &= tok != eos_id
+            if limit is not None:
+                running &= limit[alive] > step + 1
             n_done = len(running) - int(running.sum())
             if n_done == len(running):
                 break

@@ -99,7 +99,7 @@ def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, grou
         "observation_tokens": tokens,
         "action_ranges": [(start, len(tokens))],
         "rollout_log_probs": None,
-        "truncated": bool(max_new_tokens is not None and len(s.completion_ids) >= max_new_tokens),
+        "truncated": bool(max_new_tokens is not None and len(s.prefix_ids) + len(s.completion_ids) >= max_new_tokens),
         "reward": float(s.reward),
         "scores": float(s.reward),
         "extra_logs": {
@@ -117,7 +117,8 @@ def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, grou
     }
 
 
-def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule, generate: Callable[[list[list[int]]], list[list[int]]],
+def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule,
+              generate: Callable[[list[list[int]], list[int]], list[list[int]]],
               decode: Callable[[list[int]], str], reward_fn, *, prompt_text: str, label: Any, group_id: int,
               max_new_tokens: int | None = None) -> list[dict]:
     """All G samples of one prompt, in rollout order, as OpenRLHF responses.
@@ -126,8 +127,9 @@ def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule, generate: Callabl
     `trapo.advantages.group_advantages` with the method's switches -- the same calls as the local trainer.
     """
     m = cfg.method
+    cap = int(cfg.rollout.max_new_tokens) if max_new_tokens is None else int(max_new_tokens)
     samples, levels = rollout([prompt], schedule, generate=generate, decode=decode, reward_fn=reward_fn,
-                              adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy))
+                              max_response_tokens=cap, adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy))
     rewards = torch.tensor([s.reward for s in samples])
     groups = torch.zeros(len(samples), dtype=torch.long)
     in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
@@ -171,10 +173,11 @@ class AgentExecutor(AgentExecutorBase):
             self._reward_fn = build_reward(self.cfg.data.reward)
         return self._reward_fn
 
-    async def _generate(self, llm_engine, inputs: list[list[int]], sampling_params, max_length: int) -> list[list[int]]:
-        async def one(ids: list[int]) -> list[int]:
+    async def _generate(self, llm_engine, inputs: list[list[int]], max_new: list[int] | None, sampling_params,
+                        max_length: int) -> list[list[int]]:
+        async def one(ids: list[int], cap: int | None) -> list[int]:
             sp = deepcopy(sampling_params)
-            budget = max_length - len(ids)
+            budget = max_length - len(ids) if cap is None else min(cap, max_length - len(ids))
             if sp.max_tokens is None or sp.max_tokens > budget:
                 sp.max_tokens = budget
             if sp.max_tokens <= 0:
@@ -182,14 +185,16 @@ class AgentExecutor(AgentExecutorBase):
             out = await llm_engine.generate(list(ids), sp)
             return list(out.outputs[0].token_ids)
 
-        return list(await asyncio.gather(*(one(x) for x in inputs)))
+        caps = max_new if max_new is not None else [None] * len(inputs)
+        return list(await asyncio.gather(*(one(x, c) for x, c in zip(inputs, caps, strict=True))))
 
     async def _run(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> list[dict]:
         loop = asyncio.get_running_loop()
         gold = decode_label(label)
 
-        def generate(inputs: list[list[int]]) -> list[list[int]]:  # runs in a worker thread
-            fut = asyncio.run_coroutine_threadsafe(self._generate(llm_engine, inputs, sampling_params, max_length), loop)
+        def generate(inputs: list[list[int]], max_new: list[int]) -> list[list[int]]:  # runs in a worker thread
+            fut = asyncio.run_coroutine_threadsafe(
+                self._generate(llm_engine, inputs, max_new, sampling_params, max_length), loop)
             return fut.result()
 
         def work() -> list[dict]:
@@ -205,7 +210,7 @@ class AgentExecutor(AgentExecutorBase):
     async def _plain(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> dict:
         """A prompt without a reference solution (e.g. OpenRLHF's evaluation): one unguided sample."""
         ids = hf_tokenizer(prompt_text, add_special_tokens=False).input_ids
-        out = (await self._generate(llm_engine, [ids], sampling_params, max_length))[0]
+        out = (await self._generate(llm_engine, [ids], None, sampling_params, max_length))[0]
         gold = decode_label(label)
         loop = asyncio.get_running_loop()
         text = hf_tokenizer.decode(out, skip_special_tokens=True)
