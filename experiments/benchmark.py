@@ -305,8 +305,9 @@ def write_report(path: Path, results: dict, head: dict, args) -> None:
         f"- machine: {mach['cpu']}, {mach['cores']} cores; torch threads: {args.threads}",
         f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load0)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load1)}"
-        + (" — **the machine was shared** with other jobs during this run: absolute times are inflated and "
-           "noisy; the ratios are from interleaved steps (A B C C B A) and medians." if shared else ""),
+        + (" — **other work was running, or had just ended** (the 1-minute load average lags): absolute times "
+           "may be inflated and noisy; the ratios are from interleaved steps (A B C C B A) and medians."
+           if shared else " — the machine was otherwise idle."),
         f"- versions: python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, trl {v['trl']}, "
         f"accelerate {v['accelerate']}, math-verify {v['math-verify']}",
         f"- fp32 matmul peak (1024², best of 5, {args.threads} thread(s)): **{peak:.0f} GFLOP/s**",

@@ -7,13 +7,15 @@
 """
 
 import copy
+from dataclasses import dataclass
+from typing import Sequence
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from trapo.engines import sampling
-from trapo.engines.local import LocalEngine, collate, micro_batches, prompt_chunks, token_logprobs
+from trapo.engines.local import LocalEngine, micro_batches, prompt_chunks
 from trapo.losses import policy_loss
 from trapo.rollout import Sample
 
@@ -148,6 +150,61 @@ def test_engine_generate_keeps_input_order_and_times_itself():
 
 
 # ------------------------------------------------------------------------------------------------ update
+# The whole-sequence reference the engine's update must equal: every sample run as one padded sequence.
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, T] right-padded prompt + prefix + completion
+    attention_mask: torch.Tensor
+    rl_mask: torch.Tensor  # 1 on the policy's own tokens (targets), aligned with input_ids
+    prefix_mask: torch.Tensor  # weight of the prefix loss on expert tokens, aligned with input_ids
+    advantages: torch.Tensor  # [B]
+    prefix_scale: torch.Tensor  # [B] multiplies the prefix loss (LUFFY: the sample's advantage)
+    unguided: torch.Tensor  # [B] bool
+
+
+def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
+    width = max(len(s.prompt_ids) + len(s.prefix_ids) + len(s.completion_ids) for s in samples)
+    n = len(samples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    rl = torch.zeros((n, width))
+    pre = torch.zeros((n, width))
+    for i, s in enumerate(samples):
+        a, b = len(s.prompt_ids), len(s.prompt_ids) + len(s.prefix_ids)
+        c = b + len(s.completion_ids)
+        ids[i, :c] = torch.tensor(s.prompt_ids + s.prefix_ids + s.completion_ids, dtype=torch.long)
+        attn[i, :c] = 1
+        pre[i, a:b] = s.prefix_loss_weight
+        rl[i, b:c] = 1.0
+    return Batch(
+        input_ids=ids,
+        attention_mask=attn,
+        rl_mask=rl,
+        prefix_mask=pre,
+        advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        prefix_scale=torch.tensor([s.advantage if s.off_policy else 1.0 for s in samples], dtype=torch.float32),
+        unguided=torch.tensor([not s.guided for s in samples]),
+    )
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_entropy: bool = True):
+    """Log-prob of each token given the ones before it, aligned with input_ids (position 0 gets 0).
+
+    Whole sequences in one pass: the plain reference for `own_logprobs` (which the engine uses; this file only). Only one
+    micro-batch's logits exist at a time; the caller chunks the batch.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    zeros = logp.new_zeros((logp.shape[0], 1))
+    logp = torch.cat([zeros, logp], dim=1)
+    ent = None
+    if with_entropy:
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        ent = torch.cat([zeros, ent], dim=1)
+    return logp, ent
+
+
 def make_samples(seed: int = 1, prompt_lengths=(5, 9, 3)) -> list[Sample]:
     """Prompts of different lengths, each with unguided, guided (prefix) and whole-solution samples."""
     gen = torch.Generator().manual_seed(seed)
