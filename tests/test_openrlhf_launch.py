@@ -32,7 +32,6 @@ NOT_FLAGS = {
     "extra_args": "appended to the OpenRLHF flags",
     "data_dir": "--data.prompt_dataset",
     "max_prompt_len": "--data.max_len",
-    "max_solution_len": "--data.max_len",
 }
 
 
@@ -122,6 +121,20 @@ def test_paper_preset_launch(tmp_path, method):
     assert Path(args.train.agent_func_path).is_file()
     assert json.loads(env["env_vars"][CONFIG_ENV])["eval"]["temperature"] == 0.6
     assert launch.n_rows == 500 * 128
+    # a response is prefix + completion (<= max_new_tokens): prompt + response is the whole sequence
+    assert args.data.max_len == 1024 + 8192
+    assert (args.actor.lr_scheduler, args.actor.lr_warmup_ratio) == ("constant", 0.0)
+
+
+@pytest.mark.parametrize("warmup,steps", [(3, 100), (1, 7), (10, 500)])
+def test_lr_warmup_reaches_openrlhf_as_whole_steps(tmp_path, warmup, steps):
+    import math
+
+    cfg = compose("preset=paper", "method=trapo", "engine.launcher=local", f"train.warmup_steps={warmup}",
+                  f"train.steps={steps}")
+    args = patches.parse_openrlhf_args(_split_launch(launch_mod.build_launch(cfg, tmp_path).shell())[0])
+    assert args.actor.lr_scheduler == "constant_with_warmup"
+    assert math.ceil(steps * args.actor.lr_warmup_ratio) == warmup  # OpenRLHF's own rounding
 
 
 def test_sft_methods_are_refused(tmp_path):

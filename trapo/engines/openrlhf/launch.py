@@ -119,7 +119,7 @@ def max_len(cfg) -> int:
     e = cfg.engine
     if e.get("max_len"):
         return int(e.max_len)
-    return int(e.max_prompt_len) + int(e.max_solution_len) + int(cfg.rollout.max_new_tokens)
+    return int(e.max_prompt_len) + int(cfg.rollout.max_new_tokens)  # the response holds prefix + completion
 
 
 def tracking_uri_abs() -> str:
@@ -150,14 +150,14 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
     prompts = Path(str(e.data_dir)) / "prompts.jsonl" if e.get("data_dir") else out / "data" / "prompts.jsonl"
     agent = AGENT_REL if launcher == "ray_job" else str(REPO / AGENT_REL)
     colocate = bool(e.colocate_all)
+    warmup = int(t.get("warmup_steps", 0) or 0)
     F = Flag
     return [
         F("--actor.model_name_or_path", model_source(cfg.model), "model.path / model.hub_id"),
         F("--data.prompt_dataset", str(prompts), "data (written by the launcher)"),
         F("--data.input_key", "prompt", None),
         F("--data.label_key", "label", None),
-        F("--data.max_len", max_len(cfg), "engine.max_len / engine.max_prompt_len + engine.max_solution_len + "
-          "rollout.max_new_tokens"),
+        F("--data.max_len", max_len(cfg), "engine.max_len / engine.max_prompt_len + rollout.max_new_tokens"),
         F("--train.num_episodes", 1, None),
         F("--rollout.batch_size", int(t.prompts_per_step), "train.prompts_per_step"),
         F("--rollout.n_samples_per_prompt", int(t.group_size), "train.group_size"),
@@ -173,8 +173,12 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
         F("--actor.adam.betas", (0.9, 0.999), None),  # torch.optim.AdamW's defaults, as the local engine
         F("--actor.adam.eps", 1e-8, None),
         F("--actor.adam.weight_decay", float(t.weight_decay), "train.weight_decay"),
-        F("--actor.lr_scheduler", "constant", None),
-        F("--actor.lr_warmup_ratio", 0.0, None),
+        # linear warmup over train.warmup_steps, then constant. OpenRLHF warms up for ceil(steps * ratio) optimizer
+        # steps (one per rollout batch here): half a step under keeps float error from adding one. transformers'
+        # warmup starts its first step at LR 0, the local engine's at lr / warmup_steps.
+        F("--actor.lr_scheduler", "constant_with_warmup" if warmup else "constant", "train.warmup_steps"),
+        F("--actor.lr_warmup_ratio", (warmup - 0.5) / max(1, int(t.steps)) if warmup else 0.0,
+          "train.warmup_steps / train.steps"),
         F("--actor.max_norm", float(t.grad_clip), "train.grad_clip"),
         F("--actor.entropy_coef", float(m.entropy_coef), "method.entropy_coef"),
         F("--actor.eps_clip", 0.2, None),
