@@ -85,7 +85,9 @@ def rollout(
         guided_rounds[r] = guided
         batch: list[Sample] = []
         for g, p in enumerate(prompts):
-            k = min(cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks), cap) if guided[g] else 0
+            k = 0
+            if guided[g]:
+                k = min(cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks), cap)
             for j in range(size):
                 batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [],
                                     prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))

@@ -95,13 +95,10 @@ def sample(
     (fixed-length benchmarks).
     """
     n = len(prompts)
-    if isinstance(max_new_tokens, int):
-        limits = None if max_new_tokens > 0 else [0] * n
-    else:
-        limits = [int(m) for m in max_new_tokens]
-        if len(limits) != n:
-            raise ValueError(f"{len(limits)} max_new_tokens for {n} prompts")
-    if limits is not None and min(limits, default=0) <= 0:  # rows with nothing to generate stay out of the batch
+    limits = [int(max_new_tokens)] * n if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
+    if len(limits) != n:
+        raise ValueError(f"{len(limits)} max_new_tokens for {n} prompts")
+    if any(m <= 0 for m in limits):  # rows with nothing to generate stay out of the batch
         keep = [i for i in range(n) if limits[i] > 0]
         outs: list[list[int]] = [[] for _ in range(n)]
         if keep:
@@ -112,10 +109,7 @@ def sample(
         return outs
     if n == 0:
         return []
-    if limits is not None:
-        max_new_tokens = max(limits)
-        if min(limits) == max_new_tokens:
-            limits = None  # one cap for all: rows stop by EOS only
+    max_new_tokens = max(limits)
     device = next(model.parameters()).device
     unique, row_of = _unique_inputs(prompts)
     width = max(len(p) for p in unique)
@@ -142,7 +136,8 @@ def sample(
     length = width  # filled positions of the cache (and of attn)
     # tokens stay on the device until the end (-1: not generated); no per-step copy to Python lists
     out = torch.full((n, max_new_tokens), -1, dtype=torch.long, device=device)
-    limit = None if limits is None else torch.as_tensor(limits, device=device)
+    # one cap for all: rows stop by EOS (or the width of `out`) only
+    limit = None if min(limits) == max_new_tokens else torch.as_tensor(limits, device=device)
     with route:
         _decode(model, cache, logits, attn, next_pos, length, out, eos_id, limit, temperature, generator)
     return [[t for t in row if t >= 0] for row in out.tolist()]

@@ -129,7 +129,8 @@ def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule,
     m = cfg.method
     cap = int(cfg.rollout.max_new_tokens) if max_new_tokens is None else int(max_new_tokens)
     samples, levels = rollout([prompt], schedule, generate=generate, decode=decode, reward_fn=reward_fn,
-                              max_response_tokens=cap, adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy))
+                              max_response_tokens=cap, adaptive=m.guidance == "adaptive",
+                              off_policy_reference=bool(m.off_policy))
     rewards = torch.tensor([s.reward for s in samples])
     groups = torch.zeros(len(samples), dtype=torch.long)
     in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
