@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_METRICS = ["train/reward_mean", "train/entropy", "train/response_length", "train/loss"]
 GUIDED_METRICS = [f"train/guidance_level_{i}" for i in range(4)] + ["train/expert_token_prob",
                                                                      "train/expert_low_prob_frac"]
-EVAL_METRICS = [f"eval/steps{i}/accuracy" for i in range(2, 7)] + ["eval/avg_accuracy"]
+SPLITS = ["steps2", "steps3", "skill2", "skill3", "steps4"]  # conf/data/synthetic.yaml
+EVAL_METRICS = [f"eval/{s}/accuracy" for s in SPLITS] + ["eval/avg_accuracy"]
 
 
 def run_cli(args, tmp_path, check=True):
@@ -40,6 +41,11 @@ def test_multirun_three_methods(tmp_path):
         hist = client.get_metric_history(r.info.run_id, "train/loss")
         assert sorted(m.step for m in hist) == [1, 2, 3, 4]
         assert any(a.path == "config" for a in client.list_artifacts(r.info.run_id))
+        # the smoke model answers some prompts: a pipeline that scores 0 everywhere is broken, not "untrained"
+        assert r.data.metrics["eval/avg_accuracy"] > 0, (name, r.data.metrics)
+    for name in ("trapo", "grpo", "sft_rl"):
+        rewards = [m.value for m in client.get_metric_history(by_method[name].info.run_id, "train/reward_mean")]
+        assert max(rewards) > 0, (name, rewards)
     for key in GUIDED_METRICS:
         assert key in by_method["trapo"].data.metrics
     levels = sum(by_method["trapo"].data.metrics[f"train/guidance_level_{i}"] for i in range(4))

@@ -3,25 +3,66 @@ import re
 
 import pytest
 
-from trapo.data.synthetic import make_problem, make_split
+from trapo.data.synthetic import make_problem, make_split, pretraining_corpus
 from trapo.rewards import BoxedExactMatch, last_boxed
 
 
-def test_solution_is_correct_and_structured():
+EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+TERSE_EQ = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}
+
+
+def _check_working(paragraphs, eq, start):
+    value = start
+    for line in paragraphs:
+        eqs = eq.findall(line)
+        assert 1 <= len(eqs) <= 2, line
+        for a, op, b, result in eqs:
+            assert OPS[op](int(a), int(b)) == int(result), line
+        if len(eqs) == 2:  # a packs step: b * a = total, then value + total
+            assert int(eqs[1][0]) == value and eqs[1][1] == "+" and int(eqs[1][2]) == int(eqs[0][3])
+        else:
+            assert int(eqs[0][0]) == value
+        value = int(eqs[-1][3])
+        assert 0 <= value <= 99
+    return value
+
+
+@pytest.mark.parametrize("skill", [False, True])
+def test_solutions_are_correct_and_structured(skill):
     rng = random.Random(0)
     for steps in range(1, 8):
         for _ in range(50):
-            p = make_problem(rng, steps)
-            paras = p.solution.split("\n\n")
-            assert len(paras) == steps + 1 and p.steps == steps
-            value = int(re.match(r"\w+ has (\d+)", p.question).group(1))
-            for line in paras[:-1]:
-                expr, result = line.split(": ")[1].split("=")
-                a, op, b = re.fullmatch(r"(\d+)([-+*/])(\d+)", expr).groups()
-                assert int(a) == value
-                value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) // int(b)}[op]
-                assert value == int(result) and 0 <= value <= 99
-            assert last_boxed(p.solution) == p.answer == str(value)
+            p = make_problem(rng, steps, skill=skill)
+            start = int(re.match(r"\w+ has (\d+)", p.question).group(1))
+            for text, eq in ((p.solution, EQ), (p.base_solution, TERSE_EQ)):
+                paras = text.split("\n\n")
+                assert len(paras) == steps + 1 and p.steps == steps and p.skill == skill
+                assert _check_working(paras[:-1], eq, start) == int(p.answer)
+                assert last_boxed(text) == p.answer
+            assert ("packs of" in p.question) == skill
+            assert p.solution.endswith(f"\n\n\\boxed{{{p.answer}}}")
+            assert p.base_solution.endswith(f"\\boxed{{{p.answer}}}") and " = " not in p.base_solution
+
+
+def test_pretraining_corpus_has_direct_answers_and_no_skill():
+    corpus = pretraining_corpus(2000, 1, 3, seed=0, direct_frac=0.3)
+    direct = [r for _, r in corpus if r.startswith("\\boxed")]
+    assert 0.25 < len(direct) / len(corpus) < 0.35
+    assert not any("packs of" in q for q, _ in corpus)
+    assert all(" = " not in r for _, r in corpus)  # the base never sees the reference style
+    assert pretraining_corpus(50, 1, 2, seed=0, direct_frac=0.0) == [
+        (p.question, p.base_solution) for p in make_split(50, 1, 2, seed=0)]
+    with pytest.raises(ValueError, match="direct_frac"):
+        pretraining_corpus(5, 1, 2, seed=0, direct_frac=1.5)
+
+
+def test_skill_fraction():
+    s = make_split(400, 2, 3, seed=4, skill_frac=0.4)
+    frac = sum(p.skill for p in s) / len(s)
+    assert 0.33 < frac < 0.47
+    assert all(p.skill for p in make_split(20, 2, 2, seed=4, skill_frac=1.0))
+    assert not any(p.skill for p in make_split(20, 2, 2, seed=4))
 
 
 def test_split_is_deterministic_distinct_and_excludes():

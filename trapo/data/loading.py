@@ -24,8 +24,12 @@ class Dataset:
     eval_splits: dict[str, list[Item]]
 
 
-def _to_items(problems) -> list[Item]:
-    return [Item(p.question, p.answer, p.solution) for p in problems]
+def _to_items(problems, reference_style: str = "spaced") -> list[Item]:
+    """Items whose reference solution is in the reference style ("spaced") or in the base model's own ("base")."""
+    if reference_style not in ("spaced", "base"):
+        raise ValueError(f"data.reference_style must be 'spaced' or 'base', got {reference_style!r}")
+    return [Item(p.question, p.answer, p.solution if reference_style == "spaced" else p.base_solution)
+            for p in problems]
 
 
 def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
@@ -56,22 +60,29 @@ def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
     return items
 
 
+def _synthetic_split(spec: Mapping[str, Any], seed: int, max_value: int, exclude: set[str] | None = None):
+    return synthetic.make_split(int(spec["n"]), int(spec["min_steps"]), int(spec["max_steps"]), seed=seed,
+                                exclude=exclude, skill_frac=float(spec.get("skill_frac", 0.0) or 0.0),
+                                max_value=max_value)
+
+
 def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
     kind = cfg["kind"]
     if kind == "synthetic":
-        seed = int(cfg["seed"])
-        t = cfg["train"]
-        train = synthetic.make_split(int(t["n"]), int(t["min_steps"]), int(t["max_steps"]), seed=seed)
+        seed, max_value = int(cfg["seed"]), int(cfg.get("max_value") or synthetic.MAX_VALUE)
+        train = _synthetic_split(cfg["train"], seed=seed, max_value=max_value)
         seen = {p.question for p in train}
-        v = cfg["valid"]
-        valid = synthetic.make_split(int(v["n"]), int(v["min_steps"]), int(v["max_steps"]), seed=seed + 1,
-                                     exclude=seen)
+        valid = _synthetic_split(cfg["valid"], seed=seed + 1, max_value=max_value, exclude=seen)
         seen |= {p.question for p in valid}
         splits = {}
-        for i, (name, steps) in enumerate(cfg["eval_splits"].items()):
-            splits[name] = _to_items(synthetic.make_split(int(cfg["eval_n"]), int(steps), int(steps),
-                                                          seed=seed + 100 + i, exclude=seen))
-        return Dataset(_to_items(train), _to_items(valid), splits)
+        for i, (name, spec) in enumerate(cfg["eval_splits"].items()):
+            spec = {"steps": spec} if isinstance(spec, int) else spec
+            steps = int(spec["steps"])
+            splits[name] = _to_items(synthetic.make_split(
+                int(cfg["eval_n"]), steps, steps, seed=seed + 100 + i, exclude=seen,
+                skill_frac=1.0 if spec.get("skill") else 0.0, max_value=max_value))
+        style = str(cfg.get("reference_style") or "spaced")
+        return Dataset(_to_items(train, style), _to_items(valid, style), splits)
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])
         n_valid = int(cfg.get("valid_n", 0) or 0)

@@ -1,17 +1,29 @@
 """The embedded task: multi-step arithmetic word problems with integer answers.
 
-Each problem starts a count and applies `steps` operations to it; the reference solution writes one
-equation per step, separated by blank lines (the paragraph breaks expert prefixes snap to), and ends in
-\\boxed{answer}. Difficulty is the number of steps. Everything is deterministic given the seed.
+Each problem starts a count and applies `steps` operations to it. Three kinds of text exist for a problem,
+and the miniature's behaviour comes from the differences between them (docs/miniature.md says why):
 
-    Q: Mia has 7 eggs. Gets 5 more. Gives away 3. Doubles them. How many eggs?
-    A: Gets 5 more: 7+5=12
+- the **reference solution** (`Problem.solution`), the "expert" the post-training data carries: one
+  sentence per step, separated by blank lines (the paragraph breaks expert prefixes snap to), in its own
+  style (spaces around operators):
 
-       Gives away 3: 12-3=9
+      Q: Mia has 7 eggs. Buys 2 packs of 4. Gives away 3. How many eggs?
+      A: Buys 2 packs of 4: 4 * 2 = 8, 7 + 8 = 15
 
-       Doubles them: 9*2=18
+         Gives away 3: 15 - 3 = 12
 
-       \\boxed{18}
+         \\boxed{12}
+
+- the **base model's own style** (`Problem.base_solution`), what the tiny base model is pretrained on:
+  terse equations (``Gives away 3: 15-3=12``) and a bare ``\\boxed{12}``;
+- a **direct answer** (``\\boxed{12}`` alone): part of the pretraining corpus answers without working,
+  as web text often does. The base model therefore often guesses, and its guesses are right on 1-step
+  problems only: working step by step is a behaviour RL can select.
+
+A **skill** problem (`skill=True`) begins with a "packs" step (``Buys 2 packs of 4.``) that never occurs in
+pretraining: the base model cannot solve it, the reference solutions show how, and an expert prefix that
+covers the first paragraph makes the rest of the problem routine. Difficulty is the number of steps.
+Everything is deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -19,60 +31,93 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-GENERATOR_VERSION = 3  # bump when the text format changes: it is part of the tiny model's cache key
+GENERATOR_VERSION = 4  # bump when the text format changes: it is part of the tiny model's cache key
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Amy", "Dan"]
 ITEMS = ["eggs", "pens", "coins", "cards", "books", "shells", "apples", "stamps", "marbles", "cups"]
-MAX_VALUE = 99  # every intermediate value stays in [0, MAX_VALUE]: two-digit arithmetic
+MAX_VALUE = 99  # default: every intermediate value stays in [0, max_value], two-digit arithmetic
 
 
 @dataclass(frozen=True)
 class Problem:
     question: str
-    solution: str
+    solution: str        # the reference ("expert") solution, in the reference style
     answer: str
     steps: int
+    skill: bool = False  # starts with a packs step, a skill absent from pretraining
+    base_solution: str = ""  # the same working in the base model's own style
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _operation(rng: random.Random, x: int) -> tuple[str, str, int]:
-    """One step: (sentence, equation, new value), chosen among the operations valid for x."""
+@dataclass(frozen=True)
+class Step:
+    sentence: str   # in the question: "Gives away 3."
+    terse: str      # base style: "Gives away 3: 12-3=9"
+    spelled: str    # reference style: "Gives away 3: 12 - 3 = 9"
+    value: int
+
+
+def _step(sentence: str, x: int, op: str, k: int, value: int) -> Step:
+    return Step(sentence, f"{sentence[:-1]}: {x}{op}{k}={value}", f"{sentence[:-1]}: {x} {op} {k} = {value}", value)
+
+
+def _operation(rng: random.Random, x: int, max_value: int) -> Step:
+    """One ordinary step, chosen among the operations valid for x."""
     ops = []
     k = rng.randint(2, 9)
-    if x + k <= MAX_VALUE:
-        ops.append((f"Gets {k} more.", f"{x}+{k}", x + k))
+    if x + k <= max_value:
+        ops.append((f"Gets {k} more.", "+", k, x + k))
     if x - k >= 0:
-        ops.append((f"Gives away {k}.", f"{x}-{k}", x - k))
-    if 2 * x <= MAX_VALUE:
-        ops.append(("Doubles them.", f"{x}*2", 2 * x))
-    if 3 * x <= MAX_VALUE and x > 0:
-        ops.append(("Triples them.", f"{x}*3", 3 * x))
+        ops.append((f"Gives away {k}.", "-", k, x - k))
+    if 2 * x <= max_value:
+        ops.append(("Doubles them.", "*", 2, 2 * x))
+    if 3 * x <= max_value and x > 0:
+        ops.append(("Triples them.", "*", 3, 3 * x))
     if x % 2 == 0 and x > 0:
-        ops.append(("Halves them.", f"{x}/2", x // 2))
-    sentence, expr, value = rng.choice(ops)
-    return sentence, f"{expr}={value}", value
+        ops.append(("Halves them.", "/", 2, x // 2))
+    sentence, op, k, value = rng.choice(ops)
+    return _step(sentence, x, op, k, value)
 
 
-def make_problem(rng: random.Random, steps: int) -> Problem:
+def _packs(rng: random.Random, x: int, max_value: int) -> Step:
+    """The skill step: "Buys a packs of b." adds a*b (a in 2..3), which the working writes as two equations."""
+    a, b = rng.randint(2, 3), rng.randint(2, 9)
+    while x + a * b > max_value and b > 1:
+        a, b = 2, b - 1
+    sentence = f"Buys {a} packs of {b}."
+    total, value = a * b, x + a * b
+    return Step(sentence, f"{sentence[:-1]}: {b}*{a}={total}, {x}+{total}={value}",
+                f"{sentence[:-1]}: {b} * {a} = {total}, {x} + {total} = {value}", value)
+
+
+def make_problem(rng: random.Random, steps: int, skill: bool = False, max_value: int = MAX_VALUE) -> Problem:
     if steps < 1:
         raise ValueError(f"a problem needs at least one step, got {steps}")
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    x = rng.randint(2, 20)
-    sentences, lines = [f"{name} has {x} {item}."], []
-    for _ in range(steps):
-        sentence, line, x = _operation(rng, x)
-        sentences.append(sentence)
-        lines.append(f"{sentence[:-1]}: {line}")
+    x = rng.randint(2, min(20, max_value // 2))
+    sentences, done = [f"{name} has {x} {item}."], []
+    for i in range(steps):
+        st = _packs(rng, x, max_value) if skill and i == 0 else _operation(rng, x, max_value)
+        x = st.value
+        sentences.append(st.sentence)
+        done.append(st)
     sentences.append(f"How many {item}?")
-    solution = "\n\n".join(lines + [f"\\boxed{{{x}}}"])
-    return Problem(" ".join(sentences), solution, str(x), steps)
+    solution = "\n\n".join([s.spelled for s in done] + [f"\\boxed{{{x}}}"])
+    base_solution = "\n\n".join([s.terse for s in done] + [f"\\boxed{{{x}}}"])
+    return Problem(" ".join(sentences), solution, str(x), steps, skill, base_solution)
+
+
+def direct_answer(p: Problem) -> str:
+    """The answer without working, as a share of the pretraining corpus gives it."""
+    return f"\\boxed{{{p.answer}}}"
 
 
 def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[str] | None = None,
-               weights: list[float] | None = None) -> list[Problem]:
-    """`n` distinct problems with difficulty drawn from [min_steps, max_steps] (uniformly, or by `weights`).
+               weights: list[float] | None = None, skill_frac: float = 0.0, max_value: int = MAX_VALUE) -> list[Problem]:
+    """`n` distinct problems with difficulty drawn from [min_steps, max_steps] (uniformly, or by `weights`);
+    a share `skill_frac` of them are skill problems (a packs first step).
 
     Questions in `exclude` (e.g. the training set's) are skipped, so evaluation never sees a training prompt.
     """
@@ -80,6 +125,8 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
         raise ValueError(f"bad split spec: n={n}, steps=[{min_steps}, {max_steps}]")
     if weights is not None and len(weights) != max_steps - min_steps + 1:
         raise ValueError(f"weights needs one entry per difficulty {min_steps}..{max_steps}, got {weights}")
+    if not 0.0 <= skill_frac <= 1.0:
+        raise ValueError(f"skill_frac must lie in [0, 1], got {skill_frac}")
     rng = random.Random(seed)
     exclude = exclude or set()
     seen: set[str] = set()
@@ -91,9 +138,29 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
             raise ValueError(f"could not draw {n} distinct problems with {min_steps}-{max_steps} steps")
         steps = (rng.choices(range(min_steps, max_steps + 1), weights=weights)[0] if weights
                  else rng.randint(min_steps, max_steps))
-        p = make_problem(rng, steps)
+        skill = skill_frac > 0 and rng.random() < skill_frac
+        p = make_problem(rng, steps, skill=skill, max_value=max_value)
         if p.question in seen or p.question in exclude:
             continue
         seen.add(p.question)
         out.append(p)
+    return out
+
+
+def pretraining_corpus(n: int, min_steps: int, max_steps: int, seed: int, weights: list[float] | None = None,
+                       direct_frac: float = 0.0, reference_frac: float = 0.0,
+                       max_value: int = MAX_VALUE) -> list[tuple[str, str]]:
+    """(question, response) pairs for the base model: ordinary problems only (no skill step). A share
+    `direct_frac` is answered with the bare answer and no working, a share `reference_frac` in the reference
+    style (rare in pretraining: the base can read and continue it, but gives its tokens low probability), the
+    rest in the base's own terse style."""
+    if not (0.0 <= direct_frac <= 1.0 and 0.0 <= reference_frac <= 1.0 and direct_frac + reference_frac <= 1.0):
+        raise ValueError(f"direct_frac and reference_frac must lie in [0, 1] and sum to at most 1, got "
+                         f"{direct_frac} and {reference_frac}")
+    rng = random.Random(seed + 7)
+    out = []
+    for p in make_split(n, min_steps, max_steps, seed=seed, weights=weights, max_value=max_value):
+        u = rng.random()
+        out.append((p.question, direct_answer(p) if u < direct_frac else
+                    p.solution if u < direct_frac + reference_frac else p.base_solution))
     return out

@@ -88,14 +88,17 @@ def encode_example(tokenizer, question: str, solution: str) -> tuple[list[int], 
 
 
 def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> list[float]:
-    """Short SFT on easy problems; returns the loss curve."""
+    """Short SFT on the pretraining corpus (base-style working or direct answers); returns the loss curve."""
     rng_seed = int(pretrain_cfg["seed"])
     torch.manual_seed(rng_seed)
-    problems = synthetic.make_split(
+    corpus = synthetic.pretraining_corpus(
         int(pretrain_cfg["n_problems"]), int(pretrain_cfg["min_steps"]), int(pretrain_cfg["max_steps"]),
         seed=rng_seed, weights=list(pretrain_cfg["step_weights"]) if pretrain_cfg.get("step_weights") else None,
+        direct_frac=float(pretrain_cfg.get("direct_frac", 0.0)),
+        reference_frac=float(pretrain_cfg.get("reference_frac", 0.0)),
+        max_value=int(pretrain_cfg.get("max_value") or synthetic.MAX_VALUE),
     )
-    examples = [encode_example(tokenizer, p.question, p.solution) for p in problems]
+    examples = [encode_example(tokenizer, q, response) for q, response in corpus]
     opt = torch.optim.AdamW(model.parameters(), lr=float(pretrain_cfg["lr"]), weight_decay=0.0)
     steps, bs = int(pretrain_cfg["steps"]), int(pretrain_cfg["batch_size"])
     sched = torch.optim.lr_scheduler.LambdaLR(

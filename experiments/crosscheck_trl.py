@@ -1,0 +1,234 @@
+"""Cross-check our GRPO against TRL's GRPOTrainer on the embedded default, beside a no-learning control.
+
+Three runs on the same base model, prompts (the trainer's batches, step by step), reward and evaluation:
+
+- `ours`: our trainer, method=grpo, at the configured learning rate;
+- `ours_lr0`: the same run at lr = 1e-12, so nothing is learned: what its reward curve does is the batches;
+- `trl`: TRL's GRPOTrainer (Dr.GRPO loss, no KL, no entropy bonus), fed the same prompts in the same order.
+
+It prints the training reward of the three side by side (windows of `--window` steps), the mean of the
+first and last ten steps, and the evaluation accuracy of each trained model on every split, and writes
+them to `--out` (Markdown) and the same path with `.json`.
+
+    python experiments/crosscheck_trl.py                      # the embedded default (preset=mini)
+    python experiments/crosscheck_trl.py --seed 1 train.steps=40
+    python experiments/crosscheck_trl.py preset=smoke --out /tmp/x.md   # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LR_ZERO = 1e-12  # "lr = 0": every code path runs, AdamW's step is below float resolution
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=["method=grpo", *overrides])
+
+
+def first_last(xs: list[float], k: int = 10) -> tuple[float, float]:
+    k = max(1, min(k, len(xs) // 2))
+    return float(np.mean(xs[:k])), float(np.mean(xs[-k:]))
+
+
+def run_ours(cfg, lr: float, out_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    from trapo.trainer import Trainer
+
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "train.lr", lr)
+    OmegaConf.update(cfg, "resume", "never")
+    OmegaConf.update(cfg, "checkpoint.save_final", False)
+    OmegaConf.update(cfg, "checkpoint.every", 0)
+    t0 = time.time()
+    final = Trainer(cfg, out_dir).run()
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"reward": [r["train/reward_mean"] for r in rows], "eval": final, "seconds": time.time() - t0}
+
+
+def run_trl(cfg, lr: float, out_dir: Path) -> dict:
+    """TRL's GRPOTrainer on the trainer's own batches, then our evaluation of the model it trained."""
+    import transformers
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trapo.data.loading import load_dataset
+    from trapo.engines.local import LocalEngine
+    from trapo.models.loading import resolve_model_path
+    from trapo.prompts import build_prompt
+    from trapo.rewards import build_reward
+    from trapo.trainer import Trainer, seed_everything
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    t0 = time.time()
+    steps, n_prompts, group = int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.train.group_size)
+    path = resolve_model_path(cfg.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    template = cfg.model.prompt_template or json.loads((path / "trapo_tiny.json").read_text())["prompt_template"]
+    data = load_dataset(cfg.data)
+    order = Trainer.__new__(Trainer)  # only its batch order: the same prompts, step by step, as ours
+    order.cfg, order.data = cfg, data
+    indices = [i for s in range(steps) for i in order._batch_indices(s)]
+    rows = {"prompt": [build_prompt(data.train[i].question, tok, template) for i in indices],
+            "gold": [data.train[i].answer for i in indices]}
+    reward_fn = build_reward(cfg.data.reward)
+    rewards: list[float] = []
+
+    def reward(completions, gold, **kwargs):
+        r = reward_fn(completions, gold)
+        rewards.extend(r)
+        return r
+
+    seed_everything(int(cfg.seed))
+    args = GRPOConfig(
+        output_dir=str(out_dir), seed=int(cfg.seed), use_cpu=not torch.cuda.is_available(),
+        bf16=False, gradient_checkpointing=False,
+        num_generations=group, per_device_train_batch_size=group * n_prompts // max(1, n_prompts // 2),
+        gradient_accumulation_steps=max(1, n_prompts // 2), num_iterations=1, shuffle_dataset=False,
+        loss_type="dr_grpo", scale_rewards="none", beta=0.0, learning_rate=lr, lr_scheduler_type="constant",
+        warmup_steps=0, weight_decay=float(cfg.train.weight_decay), max_grad_norm=float(cfg.train.grad_clip),
+        optim="adamw_torch", max_completion_length=int(cfg.rollout.max_new_tokens),
+        temperature=float(cfg.rollout.temperature), top_p=1.0, top_k=0,
+        logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=not cfg.progress,
+        log_completions=False, dataloader_num_workers=0, remove_unused_columns=False, max_steps=steps,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict(rows),
+                          processing_class=tok)
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    per_step = n_prompts * group
+    curve = [float(np.mean(rewards[s * per_step:(s + 1) * per_step])) for s in range(len(rewards) // per_step)]
+
+    from evaluation.grader import Grader
+    from evaluation.runner import evaluate_items
+    from trapo.engines.backend import EngineBackend
+
+    engine = LocalEngine(trainer.model.eval(), tok, lr=0.0, device="cpu" if not torch.cuda.is_available() else "cuda")
+    backend, grader, ev = EngineBackend(engine, template, int(cfg.eval.batch_size)), Grader(progress=False), cfg.eval
+    final = {}
+    try:
+        for name, items in [("valid", data.valid), *data.eval_splits.items()]:
+            if items:
+                s, _ = evaluate_items(items, backend, grader, n_samples=int(ev.n_samples),
+                                      temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                                      seed=int(cfg.seed), name=name)
+                final["valid/accuracy" if name == "valid" else f"eval/{name}/accuracy"] = float(s["accuracy"])
+    finally:
+        grader.close()
+    accs = [v for k, v in final.items() if k.startswith("eval/")]
+    if accs:
+        final["eval/avg_accuracy"] = float(np.mean(accs))
+    return {"reward": curve, "eval": final, "seconds": time.time() - t0}
+
+
+def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
+    names = list(results)
+    steps = max(len(r["reward"]) for r in results.values())
+    lines = ["# Cross-check: our GRPO vs TRL's GRPOTrainer vs no learning", "",
+             f"Command: `{command}`", "",
+             f"Date {time.strftime('%Y-%m-%d %H:%M')}, machine {platform.machine()} ({os.cpu_count()} cores), "
+             f"commit {git_commit()}; preset {cfg.preset_name}, seed {cfg.seed}, {steps} steps of "
+             f"{cfg.train.prompts_per_step} prompts x {cfg.train.group_size} samples, lr {cfg.train.lr} "
+             f"(`ours_lr0`: {LR_ZERO}).", "",
+             "## Training reward (mean of unguided samples), by window of steps", "",
+             "| steps | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for a in range(0, steps, window):
+        cells = []
+        for n in names:
+            xs = results[n]["reward"][a:a + window]
+            cells.append(f"{np.mean(xs):.3f}" if xs else "")
+        lines.append(f"| {a + 1}-{min(a + window, steps)} | " + " | ".join(cells) + " |")
+    lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    fl = {n: first_last(results[n]["reward"]) for n in names}
+    lines.append("| first 10 steps | " + " | ".join(f"{fl[n][0]:.3f}" for n in names) + " |")
+    lines.append("| last 10 steps | " + " | ".join(f"{fl[n][1]:.3f}" for n in names) + " |")
+    lines.append("| rise | " + " | ".join(f"{fl[n][1] - fl[n][0]:+.3f}" for n in names) + " |")
+    keys = sorted({k for r in results.values() for k in r["eval"]}, key=lambda k: (k == "eval/avg_accuracy", k))
+    lines += ["", "## Evaluation accuracy after training (greedy)" if float(cfg.eval.temperature) == 0 else
+              "## Evaluation accuracy after training", "",
+              "| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(f"{results[n]['eval'].get(k, float('nan')):.3f}" for n in names) + " |")
+    lines += ["", "Wall time (s): " + ", ".join(f"{n} {results[n]['seconds']:.0f}" for n in names), ""]
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml (preset=smoke, train.steps=40)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", type=int, default=10, help="steps per row of the reward table")
+    ap.add_argument("--out", default=str(ROOT / "results" / "crosscheck_trl.md"))
+    ap.add_argument("--skip", default="", help="comma-separated runs to leave out (ours, ours_lr0, trl)")
+    args = ap.parse_args(argv)
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        print("trl is not installed (pip install -e '.[dev]')", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(Path(tempfile.gettempdir()) / "trapo-crosscheck.db"))
+    cfg = compose([f"seed={args.seed}", "progress=false", *args.overrides])
+    skip = {s for s in args.skip.split(",") if s}
+    work = Path(tempfile.mkdtemp(prefix="trapo-crosscheck-"))
+    results: dict[str, dict] = {}
+    try:
+        for name, fn, lr in (("ours", run_ours, float(cfg.train.lr)), ("ours_lr0", run_ours, LR_ZERO),
+                             ("trl", run_trl, float(cfg.train.lr))):
+            if name in skip:
+                continue
+            print(f"[crosscheck] {name}: {cfg.train.steps} steps at lr {lr:g} ...", flush=True)
+            results[name] = fn(cfg, lr, work / name)
+            a, b = first_last(results[name]["reward"])
+            print(f"[crosscheck] {name}: reward first 10 {a:.3f} -> last 10 {b:.3f}; "
+                  f"eval avg {results[name]['eval'].get('eval/avg_accuracy', float('nan')):.3f} "
+                  f"({results[name]['seconds']:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    command = "python experiments/crosscheck_trl.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = report(results, cfg, args.window, command.strip())
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"config": {"preset": cfg.preset_name, "seed": int(cfg.seed),
+                                                               "lr": float(cfg.train.lr), "steps": int(cfg.train.steps)},
+                                                    "runs": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
