@@ -23,7 +23,7 @@ def run_cli(args, tmp_path, check=True):
 
 @pytest.mark.slow
 def test_multirun_three_methods(tmp_path):
-    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke", "train.lr=1e-4"], tmp_path)
+    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke", "train.lr=0.0001"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
@@ -39,8 +39,8 @@ def test_multirun_three_methods(tmp_path):
         assert r.info.status == "FINISHED"
         tags = r.data.tags
         assert tags["method"] == name and tags["seed"] == "0" and tags["preset"] == "smoke"
-        assert tags["overrides"] == "train.lr=1e-4"  # what differs; method/preset/seed have their own tags
-        assert r.info.run_name.startswith(f"{name} lr=1e-4 s0 smoke "), r.info.run_name
+        assert tags["overrides"] == "train.lr=0.0001"  # what differs; method/preset/seed have their own tags
+        assert r.info.run_name.startswith(f"{name} lr=0.0001 s0 smoke "), r.info.run_name
         run_dir = Path(tags["run_dir"])
         assert run_dir.parent == (tmp_path / "multirun").resolve() and run_dir.name.endswith(f"_{name}")
         assert tags["mlflow.source.name"] == "experiments/run.py"
