@@ -8,13 +8,29 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# printed by `import torch` on every run where the pynvml package is installed (OpenRLHF's dependencies)
+warnings.filterwarnings("ignore", message="The pynvml package is deprecated", category=FutureWarning)
+
+
+def rerun_command(hc) -> str:
+    """This command, with the run (or sweep) dir pinned so that it resumes instead of starting a new dir."""
+    from hydra.types import RunMode
+
+    argv = list(sys.argv[1:])
+    multirun = hc.mode == RunMode.MULTIRUN
+    key, value = ("hydra.sweep.dir", hc.sweep.dir) if multirun else ("hydra.run.dir", hc.runtime.output_dir)
+    if not any(a.split("=", 1)[0] == key for a in argv):
+        argv.append(f"{key}={value}")
+    return shlex.join(["python", "experiments/run.py", *argv])
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -29,12 +45,19 @@ def main(cfg: DictConfig) -> float:
     from hydra_plugins.trapo_optuna_sweeper import trial_callbacks
     from trapo.trainer import Trainer
 
-    out_dir = HydraConfig.get().runtime.output_dir
+    hc = HydraConfig.get()
+    out_dir = hc.runtime.output_dir
+    overrides = list(hc.overrides.task)
     # in an Optuna sweep (sweep=...), report valid/accuracy to the trial at every eval.every and stop when pruned
-    final = Trainer(cfg, out_dir, callbacks=trial_callbacks(cfg)).run()
+    final = Trainer(cfg, out_dir, callbacks=trial_callbacks(cfg), overrides=overrides,
+                    command=shlex.join(["python", "experiments/run.py", *overrides]),
+                    resume_hint=f"to resume: {rerun_command(hc)}").run()
     print(" ".join(f"{k}={v:.3f}" for k, v in final.items()))
     return final.get("valid/accuracy", final.get("eval/avg_accuracy", 0.0))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the trainer has said where it stopped and how to resume
+        sys.exit(130)

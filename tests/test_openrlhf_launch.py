@@ -46,7 +46,10 @@ def _split_launch(line: str):
     argv = shlex.split(line)
     env_json = None
     if argv[:3] == ["ray", "job", "submit"]:
-        env_json = json.loads(argv[argv.index("--runtime-env-json") + 1])
+        blob = argv[argv.index("--runtime-env-json") + 1]
+        if blob.startswith("$(cat ") and blob.endswith(")"):  # the printed form: the JSON is in a file
+            blob = Path(shlex.split(blob[len("$(cat "):-1])[0]).read_text()
+        env_json = json.loads(blob)
         argv = argv[argv.index("--") + 1:]
     else:  # local launcher: VAR=value ... python -m ...
         env = {}

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,3 +65,34 @@ def test_sigkill_then_resume_is_identical(tmp_path, method):
     for r in runs:  # the resumed run holds every step once, the killed part included
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
         assert sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes(tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    dir_ = tmp_path / "run"
+    c = [a for a in cmd(dir_, "grpo") if not a.startswith("hydra.run.dir")]  # the default dir: the hint must pin it
+    proc = subprocess.Popen(c, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline, logs = time.time() + 300, []
+    while time.time() < deadline and proc.poll() is None:
+        logs = list(tmp_path.glob("outputs/*/*/run.log"))
+        if logs and "step 3/6" in logs[0].read_text():
+            break
+        time.sleep(0.1)
+    assert logs, "the run wrote no run.log"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    line = next(x for x in out.splitlines() if "stopped at step" in x)
+    m = re.search(r"stopped at step (\d)/6, last checkpoint step (\d); to resume: python experiments/run.py ", line)
+    assert m and int(m[2]) in (2, 4) and int(m[1]) >= int(m[2]), line
+    resume = line.split("to resume: ", 1)[1]
+    assert f"hydra.run.dir={logs[0].parent}" in resume
+
+    argv = [sys.executable, *resume.split()[1:]]
+    argv[1] = str(ROOT / argv[1])
+    res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming from step {m[2]}/6" in res.stdout + res.stderr

@@ -24,18 +24,37 @@ def run_cli(args, tmp_path, check=True):
 
 @pytest.mark.slow
 def test_multirun_three_methods(tmp_path):
-    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke"], tmp_path)
+    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke", "train.lr=0.0001"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("trapo")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's UI: the Runs page
     runs = client.search_runs([exp.experiment_id])
     by_method = {r.data.params["method.name"]: r for r in runs}
     assert sorted(by_method) == ["grpo", "sft_rl", "trapo"]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    log = res.stdout + res.stderr
     for name, r in by_method.items():
         assert r.info.status == "FINISHED"
-        assert r.data.tags["method"] == name
+        tags = r.data.tags
+        assert tags["method"] == name and tags["seed"] == "0" and tags["preset"] == "smoke"
+        assert tags["overrides"] == "train.lr=0.0001"  # what differs; method/preset/seed have their own tags
+        assert r.info.run_name.startswith(f"{name} lr=0.0001 s0 smoke "), r.info.run_name
+        run_dir = Path(tags["run_dir"])
+        assert run_dir.parent == (tmp_path / "multirun").resolve() and run_dir.name.endswith(f"_{name}")
+        assert tags["mlflow.source.name"] == "experiments/run.py"
+        if commit:
+            assert tags["git_commit"] == tags["mlflow.source.git.commit"] == commit
+        # the run's log, with one line per step, and the start/end lines naming the outputs and the MLflow run
+        text = (run_dir / "run.log").read_text()
+        assert all(f"step {i}/4" in text for i in range(1, 5)) and r.info.run_id[:8] in text
+        assert log.count(f"{run_dir.name} | MLflow run '{r.info.run_name}' ({r.info.run_id[:8]}") == 2  # start, end
+    assert "all outputs in " in log and "multirun" in log.split("all outputs in ")[1].splitlines()[0]
+    assert "Loading weights" not in log and "Writing model shards" not in log and "pynvml" not in log
+    assert len({r.info.run_name for r in runs}) == 3
+    for name, r in by_method.items():
         for key in TRAIN_METRICS + EVAL_METRICS:
             assert key in r.data.metrics, (name, key)
         hist = client.get_metric_history(r.info.run_id, "train/loss")

@@ -15,7 +15,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # trial 0 diverges on purpose: lr=1e30 makes the loss non-finite at step 2 and the Trainer raises
 # FloatingPointError; trial 1 is a normal run. train.lr is made a search dimension so the two can be enqueued.
-COMMAND = ["method=trapo", "preset=smoke", "sweep=trust_region", "progress=false", "eval.every=1",
+COMMAND = ["method=trapo", "preset=smoke", "sweep=trust_region", "progress=false",
            "train.lr=choice(1e30,1e-4)",
            "hydra.sweeper.enqueue=[{method.alpha: 0.1, train.lr: 1e30},{method.alpha: 0.3, train.lr: 1e-4}]"]
 
@@ -37,7 +37,7 @@ def test_trust_region_sweep_survives_a_failing_trial_and_resumes(tmp_path):
     assert [t.state for t in trials] == [S.FAIL, S.COMPLETE]
     assert "FloatingPointError" in trials[0].user_attrs["fail_reason"]
     assert trials[1].value is not None and 0.0 <= trials[1].value <= 1.0
-    assert len(trials[1].intermediate_values) == 3  # eval.every=1 over 4 steps: what the pruner sees
+    assert len(trials[1].intermediate_values) == 3  # smoke sweeps validate every step (conf/sweep_size/)
 
     trials = sweep(1)  # the same command again: the study grows
     assert len(trials) == 3

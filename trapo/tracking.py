@@ -8,9 +8,11 @@ trainer) and training goes on. Without a fallback path the last error is raised.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,11 @@ from typing import Any, Callable, Mapping
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# MLflow 3's UI treats an experiment without this tag as a GenAI one (runs under "Evaluations")
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# override keys a run's name and `overrides` tag leave out: they have their own tags, or name no setting
+_NOT_A_SETTING = ("method", "seed", "preset", "progress", "resume", "optuna_trial", "hydra.", "tracking.")
 RETRIES = 3        # attempts per call once the run exists
 BACKOFF_S = 1.0    # wait before the 2nd attempt; doubles after each failure
 
@@ -64,6 +71,65 @@ def store_lock(uri: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def git_commit(repo: Path = REPO_ROOT) -> tuple[str | None, bool]:
+    """(HEAD commit, whether tracked files differ from it); (None, False) outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return sha or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def differing_overrides(overrides) -> list[str]:
+    """The command-line overrides that change a setting (method, seed and preset have their own tags)."""
+    out = []
+    for o in overrides or ():
+        key = str(o).split("=", 1)[0].lstrip("+~")
+        if key in _NOT_A_SETTING or key.startswith(tuple(k for k in _NOT_A_SETTING if k.endswith("."))):
+            continue
+        out.append(str(o).lstrip("+"))
+    return out
+
+
+def run_name(method: str, seed, preset: str | None, overrides=(), when: float | None = None) -> str:
+    """`trapo alpha=1.0 s0 smoke 12-01 21:32`: what differs first, then seed, preset and start time."""
+    short = [f"{o.split('=', 1)[0].rsplit('.', 1)[-1]}={o.split('=', 1)[1]}" if "=" in o else o for o in overrides]
+    parts = [str(method), *short, f"s{seed}"] + ([str(preset)] if preset else [])
+    return " ".join(parts + [time.strftime("%m-%d %H:%M", time.localtime(when))])
+
+
+def run_tags(cfg, output_dir: str | Path, overrides=(), source: str = "experiments/run.py",
+             command: str | None = None) -> dict[str, str]:
+    """Tags to sort and filter runs by: method, seed, preset, the differing overrides, run dir, source, commit."""
+    sha, dirty = git_commit()
+    tags = {"method": str(cfg.method.name), "seed": str(cfg.seed), "preset": str(cfg.get("preset_name", "")),
+            "overrides": " ".join(differing_overrides(overrides)), "run_dir": str(Path(output_dir).resolve()),
+            "mlflow.source.name": source, "mlflow.source.type": "LOCAL", "mlflow.user": _user()}
+    if command:
+        tags["command"] = command
+    if sha:
+        tags.update({"mlflow.source.git.commit": sha, "git_commit": sha, "git_dirty": str(dirty).lower()})
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where to look at a run: its page on a tracking server, or the `mlflow ui` command for a local store."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in d.items():
@@ -73,6 +139,17 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)[:6000]
     return out
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The experiment's id, created if missing, tagged as a classic (non-GenAI) experiment for MLflow 3's UI."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+    for k, v in EXPERIMENT_KIND.items():
+        if k not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, k, v)
+    return exp.experiment_id
 
 
 class Tracker:
@@ -95,8 +172,8 @@ class Tracker:
             with store_lock(uri):
                 mlflow.set_tracking_uri(uri)
                 self.client = MlflowClient(uri)
-                exp = self.client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+                exp_id = ensure_experiment(self.client, experiment)
+            self.experiment_id, self.uri = exp_id, uri
             if run_id is not None:
                 self.run_id = run_id
                 self.client.update_run(run_id, status="RUNNING")
@@ -106,6 +183,7 @@ class Tracker:
                     all_tags["mlflow.parentRunId"] = parent_run_id
                 run = self.client.create_run(exp_id, run_name=run_name, tags=all_tags)
                 self.run_id = run.info.run_id
+            self.run_name = self.client.get_run(self.run_id).info.run_name
         except Exception as e:
             raise RuntimeError(f"MLflow tracking store {uri}: cannot start the run ({type(e).__name__}: {e})") from e
         self._pending: list = []

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from trapo import advantages as adv_lib
 from trapo.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -34,9 +36,10 @@ from trapo.prefix import break_ends_from_offsets
 from trapo.prompts import build_prompt
 from trapo.rewards import build_reward
 from trapo.rollout import Prompt, Sample, rollout
-from trapo.tracking import Tracker, check_reachable
+from trapo.tracking import Tracker, check_reachable, run_name, run_tags, ui_hint
 
 log = logging.getLogger(__name__)
+step_log = logging.getLogger("trapo.steps")  # one line per step: run.log only (the console has the bar)
 
 Callback = Callable[[int, Mapping[str, float]], None]
 
@@ -82,12 +85,18 @@ def method_phases(method, total_steps: int) -> list[Phase]:
 
 class Trainer:
     def __init__(self, cfg, output_dir: str | Path, callbacks: list[Callback] | None = None,
-                 tags: Mapping[str, str] | None = None):
+                 tags: Mapping[str, str] | None = None, overrides: list[str] | None = None,
+                 source: str = "experiments/run.py", command: str | None = None, resume_hint: str | None = None):
+        """`overrides` (the command line's) name the run in MLflow; `tags` are added to (and win over) the
+        standard ones (reproduce: config_hash); `resume_hint` is printed when the run is interrupted."""
         validate_config(cfg)
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks or [])
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}  # extra MLflow tags (reproduce: config_hash)
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.overrides, self.source, self.command = list(overrides or []), source, command
+        self.resume_hint = resume_hint or "rerun the same command to resume"
+        self.step = 0  # optimizer steps done
         self.method = cfg.method
         self.schedule = guidance_schedule(cfg)
         self.rl_schedule = (self.schedule if self.method.guidance == "adaptive"
@@ -117,9 +126,14 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         torch.set_num_threads(int(cfg.engine.get("num_threads") or os.cpu_count() or 1))
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights"/"Writing model shards" bars under the training bar
         device = cfg.engine.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":  # transformers imports DeepSpeed where it is installed: no GPU probe and its warning
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         self.model, self.tokenizer, self.template = load_model_and_tokenizer(cfg.model, device=device)
         seed_everything(int(cfg.seed))  # after the model: building the tiny model reseeds torch
         self.reward_fn = build_reward(cfg.data.reward)
@@ -286,6 +300,37 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
+        with self._log_file():
+            return self._run()
+
+    @contextmanager
+    def _log_file(self):
+        """<run dir>/run.log gets the run's log (Hydra's job log when it already writes there) and the step lines."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = (self.output_dir / "run.log").resolve()
+        root = logging.getLogger()
+        handler = next((h for h in root.handlers if isinstance(h, logging.FileHandler)
+                        and Path(h.baseFilename).resolve() == path), None)
+        own = handler is None
+        if own:
+            handler = logging.FileHandler(path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            root.addHandler(handler)
+        saved = root.level, step_log.propagate, step_log.level
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        step_log.addHandler(handler)
+        step_log.propagate, step_log.level = False, logging.INFO
+        try:
+            yield
+        finally:
+            step_log.removeHandler(handler)
+            root.level, (step_log.propagate, step_log.level) = saved[0], saved[1:]
+            if own:
+                root.removeHandler(handler)
+                handler.close()
+
+    def _run(self) -> dict[str, float]:
         cfg = self.cfg
         state = self._prepare()
         if cfg.resume == "never":
@@ -297,9 +342,12 @@ class Trainer:
         run_id = None
         if state is not None:
             start, run_id = self.checkpointer.restore(state, self.engine), state.meta.get("mlflow_run_id")
+        self.step = start
         self._truncate_metrics(start)
-        tracker = Tracker(cfg.tracking.experiment, run_name=str(self.method.name), run_id=run_id,
-                          tags={"method": str(self.method.name), **self.tags},
+        tags = {**run_tags(cfg, self.output_dir, self.overrides, source=self.source, command=self.command),
+                **self.tags}
+        name = run_name(str(self.method.name), cfg.seed, cfg.get("preset_name"), tags["overrides"].split())
+        tracker = Tracker(cfg.tracking.experiment, run_name=name, run_id=run_id, tags=tags,
                           parent_run_id=cfg.tracking.get("parent_run_id"),
                           fallback_path=self.output_dir / "mlflow_fallback.jsonl")
         if run_id is None:
@@ -313,13 +361,23 @@ class Trainer:
                 cfg_file.parent.mkdir(parents=True, exist_ok=True)
                 cfg_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
             tracker.log_artifact(str(cfg_file), "config")
+        mlflow_run = f"MLflow run '{tracker.run_name}' ({tracker.run_id[:8]}, experiment {cfg.tracking.experiment})"
+        if state is not None:
+            log.info("resuming from step %d/%d (checkpoint %s)", start, total, state.path.name)
+        log.info("outputs: %s | %s", self.output_dir, mlflow_run)
         status = "FAILED"
         try:
             final = self._loop(phases, start, total, tracker)
             status = "FINISHED"
+            log.info("done: outputs in %s | %s; view: %s", self.output_dir, mlflow_run,
+                     ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id))
             return final
         except KeyboardInterrupt:
             status = "KILLED"
+            last = self.checkpointer.latest()
+            saved = (f"last checkpoint step {last.step}; {self.resume_hint}" if last is not None else
+                     f"no checkpoint yet (checkpoint.every={cfg.checkpoint.every}): a rerun starts from step 0")
+            log.warning("stopped at step %d/%d, %s", self.step, total, saved)
             raise
         finally:
             tracker.finish(status)
@@ -343,8 +401,20 @@ class Trainer:
 
     def _loop(self, phases: list[Phase], start: int, total: int, tracker: Tracker) -> dict[str, float]:
         cfg = self.cfg
-        bar = tqdm(total=total, initial=start, desc=f"{self.method.name}", disable=not cfg.progress,
-                   dynamic_ncols=True)
+        with logging_redirect_tqdm():  # log lines print above the bars instead of through them
+            with tqdm(total=total, initial=start, desc=f"{self.method.name}", disable=not cfg.progress,
+                      dynamic_ncols=True) as bar:
+                self._steps(phases, start, total, tracker, bar)
+            final = self.final_eval()
+        tracker.log_metrics(final, step=total)
+        if cfg.checkpoint.save_final:
+            self.checkpointer.save(total, self.engine, self._checkpoint_meta(total, "done", tracker))
+        (self.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        step_log.info("final: %s", " ".join(f"{k}={v:.3f}" for k, v in final.items()))
+        return final
+
+    def _steps(self, phases: list[Phase], start: int, total: int, tracker: Tracker, bar) -> None:
+        cfg = self.cfg
         for phase in phases:
             for step in range(max(start, phase.start), phase.start + phase.steps):
                 if phase.kind == "rl" and step == phase.start and phase.start > 0 and start <= phase.start:
@@ -383,23 +453,22 @@ class Trainer:
                 if "train/reward_mean" in metrics:
                     postfix["reward"] = f"{metrics['train/reward_mean']:.2f}"
                 bar.set_postfix(postfix)
-        bar.close()
-        final = self.final_eval()
-        tracker.log_metrics(final, step=total)
-        if cfg.checkpoint.save_final:
-            self.checkpointer.save(total, self.engine, self._checkpoint_meta(total, "done", tracker))
-        (self.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
-        return final
+                self.step = done
+                step_log.info("step %d/%d %s %s", done, total, phase.kind, " ".join(
+                    f"{k.split('/', 1)[-1]}={v:.4g}" for k, v in clean.items() if not k.startswith("time/")))
 
     def final_eval(self) -> dict[str, float]:
         """Validation and every evaluation split; per-sample rows go to <run dir>/eval/."""
         from evaluation.runner import write_results
 
+        splits = ({"valid": self.data.valid} if self.data.valid else {}) | dict(self.data.eval_splits)
         results = {}
-        if self.data.valid:
-            results["valid"] = self.evaluate(self.data.valid, "valid")
-        for name, items in self.data.eval_splits.items():
-            results[name] = self.evaluate(items, name)
+        with tqdm(total=sum(len(v) for v in splits.values()), desc="eval", unit="problem", leave=False,
+                  disable=not self.cfg.progress, dynamic_ncols=True) as bar:
+            for name, items in splits.items():
+                bar.set_postfix(split=name)
+                results[name] = self.evaluate(items, name)
+                bar.update(len(items))
         write_results(results, self.output_dir / "eval")
         out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"])
                for n, r in results.items()}

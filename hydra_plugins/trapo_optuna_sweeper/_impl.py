@@ -291,6 +291,17 @@ class OptunaSweeperImpl(Sweeper):
                 "optuna.pruner": json.dumps(self.pruner_conf),
                 "sweep.search_space": json.dumps(self.params, default=str)[:5000],
                 "sweep.command": _hide_passwords(" ".join(sys.argv))[:5000]}
+        from trapo.tracking import git_commit
+
+        cfg = self.config
+        sha, dirty = git_commit()
+        tags.update({"run_dir": str(Path(str(cfg.hydra.sweep.dir)).resolve()),
+                     "method": str(OmegaConf.select(cfg, "method.name", default="")),
+                     "preset": str(OmegaConf.select(cfg, "preset_name", default="")),
+                     "mlflow.source.name": "experiments/run.py",
+                     "mlflow.source.type": "LOCAL"})
+        if sha:
+            tags.update({"mlflow.source.git.commit": sha, "git_commit": sha, "git_dirty": str(dirty).lower()})
         return ParentRun(study, str(self.mlflow_conf.get("experiment")), tags)
 
     def _summary(self, study: optuna.Study) -> dict[str, Any]:

@@ -48,9 +48,10 @@ def _metric_key(name: str) -> str:
 class ParentRun:
     def __init__(self, study: optuna.Study, experiment: str, tags: Mapping[str, str]):
         with store_lock(tracking_uri()):  # first use creates the schema: one process at a time
+            from trapo.tracking import ensure_experiment
+
             self.client = MlflowClient(tracking_uri())
-            exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+            self.experiment_id = ensure_experiment(self.client, experiment)
         self.run_id = self._existing(study.user_attrs.get(PARENT_ATTR))
         if self.run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=f"sweep {study.study_name}",

@@ -375,6 +375,10 @@ class Reproducer:
         return {"config_hash": job.hash, "run_dir": str(job.run_dir.resolve()), "reproduce_preset": str(self.rcfg.preset),
                 "reproduce_labels": ",".join(job.labels), "seed": str(job.seed)}
 
+    def _overrides(self, job: Job) -> list[str]:
+        """What this run changes besides preset, method and seed (its MLflow name and `overrides` tag)."""
+        return [*(self.rcfg.overrides or []), *job.overrides]
+
     def _finish(self, job: Job, run_id: str | None, final: dict, seconds: float) -> None:
         if self.store is not None and run_id is not None:
             for name in ("eval",):
@@ -395,7 +399,8 @@ class Reproducer:
 
         t0 = time.monotonic()
         job.run_dir.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(job.cfg, job.run_dir, tags=self._tags(job))
+        trainer = Trainer(job.cfg, job.run_dir, tags=self._tags(job), overrides=self._overrides(job),
+                          source="experiments/reproduce.py", command=job.command(self.rcfg))
         final = trainer.run()
         run = self.store.finished(job.hash) if self.store is not None else None
         run_id = run.info.run_id if run is not None else None
@@ -433,7 +438,12 @@ class Reproducer:
         (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
         run_id = None
         if self.store is not None:
-            tracker = Tracker(str(self.rcfg.experiment), run_name="base", tags={"method": "base", **self._tags(job)},
+            from trapo.tracking import run_name, run_tags
+
+            tags = {**run_tags(cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py"),
+                    "method": "base", **self._tags(job)}
+            name = run_name("base", job.seed, cfg.get("preset_name"), tags["overrides"].split())
+            tracker = Tracker(str(self.rcfg.experiment), run_name=name, tags=tags,
                               fallback_path=job.run_dir / "mlflow_fallback.jsonl")
             tracker.log_params(flatten({"method": {"name": "base"}, **base_view(cfg)}))
             tracker.log_metrics(final, step=0)

@@ -301,15 +301,42 @@ def describe(cfg, launch: Launch) -> str:
         f"# 2. launch ({launch.launcher}"
         + (f", Ray dashboard {launch.ray_address}, working dir {launch.working_dir}" if launch.launcher == "ray_job"
            else ", driver on this machine; RAY_ADDRESS picks the cluster") + "):",
-        launch.shell(multiline=True),
+        *readable_runtime_env(launch),
+        short_env(launch, launch.shell(multiline=True)),
         "# the same command on one line:",
-        "LAUNCH: " + launch.shell(),
+        "LAUNCH: " + short_env(launch, launch.shell()),
         f"# ${CONFIG_ENV} carries the resolved config below to every Ray worker "
         "(rollout agent, actors, MLflow logger).",
     ]
     lines += [f"# note: {n}" for n in launch.notes]
     lines += ["# resolved config:", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))]
     return "\n".join(lines)
+
+
+def runtime_env_path(launch: Launch) -> Path:
+    return Path(launch.run_dir) / "runtime_env.json"
+
+
+def short_env(launch: Launch, shell: str) -> str:
+    """A printed command with the --runtime-env-json blob replaced by "$(cat <file>)" (the file holds it)."""
+    if launch.launcher != "ray_job":
+        return shell
+    blob = json.dumps(launch.runtime_env(), sort_keys=True)
+    path = runtime_env_path(launch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(blob)
+    return shell.replace(shlex.quote(blob), f'"$(cat {shlex.quote(str(path))})"')
+
+
+def readable_runtime_env(launch: Launch) -> list[str]:
+    """The Ray runtime env, one variable a line (the config blob by size: it is printed below as YAML)."""
+    if launch.launcher != "ray_job":
+        return []
+    env = launch.runtime_env()
+    lines = [f"# runtime env ({runtime_env_path(launch)}): excludes {', '.join(env['excludes'])}"]
+    for k, v in sorted(env["env_vars"].items()):
+        lines.append(f"#   {k}=" + (f"<the resolved config below, {len(v)} characters>" if k == CONFIG_ENV else v))
+    return lines
 
 
 def validate_with_openrlhf(launch: Launch) -> str:
@@ -333,7 +360,8 @@ def main(cfg, run_dir: str | Path) -> float:
         return 0.0
     n = write_prompts(cfg, launch.prompts_path)
     print(f"wrote {n} prompts to {launch.prompts_path}")
-    print(launch.shell(multiline=True), flush=True)
+    print("\n".join(readable_runtime_env(launch)))
+    print(short_env(launch, launch.shell(multiline=True)), flush=True)
     env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
     rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
     if rc != 0:
