@@ -12,6 +12,7 @@ Without CUDA it prints a SKIP line and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -91,7 +92,9 @@ def _flat(tensors):
     return torch.cat([t.detach().float().reshape(-1).cpu() for t in tensors])
 
 
-def deepspeed_check(zero_stage: int, work: Path) -> dict:
+def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
+    """device="cpu" (tests/test_gpu_path.py) runs the same steps on the CPU parity test's strategy (gloo, fp32,
+    bf16 off) and the local engine in fp32: everything but NCCL, bf16 and the CUDA memory counters."""
     import torch
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -119,9 +122,11 @@ def deepspeed_check(zero_stage: int, work: Path) -> dict:
     normalizer = float(len(samples) * P.MAX_NEW)
 
     # the local engine on CUDA in bf16 (fp32 masters): loss and the gradient before clipping
-    local_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16)
+    cuda = device == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    local_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     engine = LocalEngine(local_model, tok, lr=lr, grad_clip=float(cfg.train.grad_clip), micro_batch_size=5,
-                         device="cuda")
+                         device=device)
     seen = {}
     clip = torch.nn.utils.clip_grad_norm_
 
@@ -139,7 +144,7 @@ def deepspeed_check(zero_stage: int, work: Path) -> dict:
         torch.nn.utils.clip_grad_norm_ = clip
     local_names = [n for n, _ in engine.model.named_parameters()]
 
-    class OneGPUStrategy(DeepspeedStrategy):
+    class OneGPUStrategy(DeepspeedStrategy if cuda else P.CPUStrategy):
         """OpenRLHF's own strategy (NCCL, CUDA mesh, bf16); records the full gradient at the boundary."""
 
         grads = None
@@ -157,32 +162,38 @@ def deepspeed_check(zero_stage: int, work: Path) -> dict:
             if ds.is_gradient_accumulation_boundary():
                 self.grads = {n: safe_get_full_grad(p).detach().float().clone()
                               for n, p in ds.module.named_parameters()}
-            super().optimizer_step(optimizer, model, scheduler, name=name, **kw)
+            # OpenRLHF's own step (the CPU parity strategy's override reads p.grad, None under ZeRO-2/3)
+            DeepspeedStrategy.optimizer_step(self, optimizer, model, scheduler, name=name, **kw)
 
     launch = P.launch_mod.build_launch(cfg, str(work / f"ds-zero{zero_stage}"))
     argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
     args = P.patches.parse_openrlhf_args(argv)
     for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29600 + zero_stage), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0").items():
+                     LOCAL_RANK="0" if cuda else "-1").items():
         os.environ[k] = v
-    args.local_rank = 0
+    args.local_rank = 0 if cuda else -1
     strategy = OneGPUStrategy(seed=args.train.seed, max_norm=args.actor.max_norm,
                               micro_train_batch_size=args.train.micro_batch_size,
                               train_batch_size=args.train.batch_size, zero_stage=args.ds.zero_stage, args=args)
     strategy.setup_distributed()
-    torch.cuda.reset_peak_memory_stats()
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16, attn_implementation="sdpa")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa")
     actor = P.models_mod.Actor(model)
     actor.packing_samples = False
     actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
                      lr_scheduler=args.actor.lr_scheduler, lr_warmup_ratio=args.actor.lr_warmup_ratio,
                      min_lr_ratio=args.actor.min_lr_ratio, max_norm=args.actor.max_norm, scheduler_steps=1)
     actor, optim, sched = strategy.prepare((actor, actor_cfg))
-    trainer = P.ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim, actor_scheduler=sched,
-                                          micro_train_batch_size=args.train.micro_batch_size, tokenizer=tok,
-                                          eps_clip=args.actor.eps_clip, vllm_engines=None)
+    shims = contextlib.nullcontext if cuda else (lambda: P.cpu_cuda_shims(0))
+    with shims():
+        trainer = P.ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim,
+                                              actor_scheduler=sched, micro_train_batch_size=args.train.micro_batch_size,
+                                              tokenizer=tok, eps_clip=args.actor.eps_clip, vllm_engines=None)
     P.actor_mod.adopt(trainer, cfg)
-    dev = torch.cuda.current_device()
+    if not cuda:
+        trainer.dataloader_pin_memory = False
+    dev = torch.cuda.current_device() if cuda else torch.device("cpu")
     exps = [P.sg_mod.SamplesGenerator._process_response_into_experience(P.SimpleNamespace(args=args), r,
                                                                          max_len=args.data.max_len)
             for r in responses]
@@ -196,8 +207,10 @@ def deepspeed_check(zero_stage: int, work: Path) -> dict:
         b.advantages = torch.zeros_like(b.action_log_probs)
         trainer.replay_buffer.append(b)
     t0 = time.perf_counter()
-    status = trainer.ppo_train(0.0)
-    torch.cuda.synchronize()
+    with (contextlib.nullcontext() if cuda else P.cpu_cuda_shims("cpu")):
+        status = trainer.ppo_train(0.0)
+    if cuda:
+        torch.cuda.synchronize()
     step_s = time.perf_counter() - t0
     orl = P.logger_mod.trapo_metrics(status, n_levels=4)
 
@@ -207,18 +220,27 @@ def deepspeed_check(zero_stage: int, work: Path) -> dict:
     g_ds = _flat(ds_grads[n] for n in local_names if n in ds_grads) if not missing else None
     cos = float(torch.nn.functional.cosine_similarity(g_local, g_ds, dim=0)) if g_ds is not None else None
     rel = abs(orl["train/loss"] - st["loss"]) / max(abs(st["loss"]), 1e-12)
-    res = {"zero_stage": zero_stage, "param_dtype": "bf16", "grad_accum_dtype": args.ds.grad_accum_dtype,
+    res = {"zero_stage": zero_stage, "device": device, "param_dtype": "bf16" if cuda else "fp32",
+           "grad_accum_dtype": args.ds.grad_accum_dtype,
            "loss_local": st["loss"], "loss_deepspeed": orl["train/loss"], "loss_rel_diff": rel,
            "grad_cosine": cos, "grad_norm_local": float(g_local.norm()),
            "grad_norm_deepspeed": float(g_ds.norm()) if g_ds is not None else None,
            "missing_grads": missing[:5], "step_s": round(step_s, 3),
-           "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+           "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None}
     res["ok"] = rel <= LOSS_RTOL and cos is not None and cos >= MIN_COSINE
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return res
+
+
+def deepspeed_check_in_subprocess(zero_stage: int, work: Path, timeout_s: float) -> dict:
+    """Each ZeRO stage in its own process: one NCCL process group and DeepSpeed's global state per stage."""
+    import subprocess
+
+    out = work / f"ds-zero{zero_stage}.json"
+    proc = subprocess.run([sys.executable, __file__, "--deepspeed-stage", str(zero_stage), "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout_s)
+    if out.exists():
+        return json.loads(out.read_text())
+    return {"zero_stage": zero_stage, "ok": False, "error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
 
 
 def main(argv=None) -> int:
@@ -226,12 +248,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "results" / "gpu_check.json"))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--zero-stages", default="2,3")
+    ap.add_argument("--deepspeed-stage", type=int, default=None, help=argparse.SUPPRESS)  # one stage (internal)
     a = ap.parse_args(argv)
     reason = skip_reason()
     if reason:
         print(f"gpu_check: SKIP: {reason}; nothing was run and no results were written. Run it on a machine with "
               "a CUDA GPU (docs/openrlhf.md).")
         return 0
+    if a.deepspeed_stage is not None:
+        try:
+            res = deepspeed_check(a.deepspeed_stage, Path(tempfile.mkdtemp(prefix="gpu_check_ds_")))
+        except Exception as e:  # noqa: BLE001 - reported in the JSON
+            import traceback
+
+            res = {"zero_stage": a.deepspeed_stage, "ok": False, "error": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc()[-3000:]}
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        return 0 if res["ok"] else 1
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='gpu_check_mlflow_')}/m.db")
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     results: dict = {"environment": environment(), "criteria": {"loss_rtol": LOSS_RTOL, "min_grad_cosine": MIN_COSINE},
@@ -251,8 +284,8 @@ def main(argv=None) -> int:
                                                     f"{', '.join(absent)} (GPU_CHECK_WHEELS, see gpu_check.sh)"})
             continue
         try:
-            results["deepspeed_actor_step"].append(deepspeed_check(z, work))
-        except Exception as e:  # noqa: BLE001
+            results["deepspeed_actor_step"].append(deepspeed_check_in_subprocess(z, work, timeout_s=180))
+        except Exception as e:  # noqa: BLE001 - a timeout included
             results["deepspeed_actor_step"].append({"zero_stage": z, "ok": False,
                                                     "error": f"{type(e).__name__}: {e}"})
     results["wall_s"] = round(time.perf_counter() - t0, 1)

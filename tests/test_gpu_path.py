@@ -120,3 +120,22 @@ def test_dry_run_prints_the_warnings(tmp_path):
     print("\n".join(warnings))
     assert len(warnings) == 4
     assert [w.split(" ")[2] for w in warnings] == ["data", "prompt", "model", "prompt"]
+
+
+@pytest.mark.slow
+@pytest.mark.openrlhf
+def test_gpu_check_deepspeed_part_runs_on_cpu_with_zero3(tmp_path):
+    """The CUDA path's DeepSpeed check, on CPU (gloo, fp32; its own process: ZeRO-3 leaves global state): the same
+    experience building, ZeRO-3 gradient gathering (safe_get_full_grad) and comparison with the local engine."""
+    if importlib.util.find_spec("openrlhf") is None:
+        pytest.skip("OpenRLHF is not installed: bash scripts/install_openrlhf.sh")
+    code = ("import sys, json, torch; sys.path[:0] = [sys.argv[1] + '/scripts', sys.argv[1] + '/tests']; "
+            "torch.set_num_threads(1); import gpu_check; from pathlib import Path; "
+            "print('RESULT ' + json.dumps(gpu_check.deepspeed_check(3, Path(sys.argv[2]), device='cpu')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900, env=dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    print(res)
+    assert res["ok"] and res["missing_grads"] == [] and res["grad_accum_dtype"] == "fp32"
+    assert res["loss_rel_diff"] < 1e-5 and res["grad_cosine"] > 0.9999  # fp32 on CPU: near exact
