@@ -149,7 +149,8 @@ def both_engines():
                   "engine.micro_train_batch_size=4", "engine.micro_rollout_batch_size=4",
                   "engine.num_nodes=1", "engine.actor_gpus_per_node=1", "engine.vllm_num_engines=1",
                   "engine.vllm_tensor_parallel_size=1", "engine.param_dtype=bf16", "engine.launcher=local",
-                  "engine.attn_implementation=eager", "engine.gradient_checkpointing=false", "resume=never")
+                  "engine.attn_implementation=eager", "engine.packing_samples=false",  # no flash-attn on CPU
+                  "engine.gradient_checkpointing=false", "resume=never")
     model_dir = build_tiny_model(dict(cfg.model.arch), dict(cfg.model.pretrain), progress=False)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

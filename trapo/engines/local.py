@@ -163,6 +163,83 @@ def micro_batches(samples: Sequence[Sample], indices: Sequence[int], size: int) 
     return [order[k : k + size] for k in range(0, len(order), size)]
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+class MasterWeightAdamW(torch.optim.AdamW):
+    """AdamW on fp32 master copies of a low-precision (bf16) model, as DeepSpeed's bf16 optimizer does.
+
+    Plain AdamW on bf16 weights rounds most small updates away (an update below half a bf16 ulp of the weight
+    is lost: at lr 5e-6 most are). Here the model's bf16 weights run forward and backward; `accumulate_grads`
+    adds their gradients to fp32 `.grad`s of the masters after each backward (so gradients accumulate in fp32
+    too); `step` updates the masters and copies them, rounded, into the model. The masters are part of
+    `state_dict()` (entry "master" of each parameter's state), so a checkpoint resumes bit-identically."""
+
+    def __init__(self, params, *, masters: list[torch.Tensor] | None = None, **kwargs):
+        self.model_params = list(params)
+        if masters is None:
+            masters = [p.detach().to(torch.float32, copy=True) for p in self.model_params]
+        if len(masters) != len(self.model_params):
+            raise ValueError("one master tensor per parameter")
+        self.masters = masters
+        super().__init__(self.masters, **kwargs)
+
+    @torch.no_grad()
+    def accumulate_grads(self) -> None:
+        for p, m in zip(self.model_params, self.masters):
+            if p.grad is None:
+                continue
+            if m.grad is None:
+                m.grad = p.grad.to(torch.float32, copy=True)
+            else:
+                m.grad.add_(p.grad)
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for p, m in zip(self.model_params, self.masters):
+            p.copy_(m)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none=set_to_none)
+        for p in self.model_params:
+            p.grad = None
+
+    def state_dict(self):
+        sd = super().state_dict()
+        state = {i: dict(sd["state"].get(i, {})) for i in range(len(self.masters))}  # copies: never alias self.state
+        for i, m in enumerate(self.masters):
+            state[i]["master"] = m
+        return {"state": state, "param_groups": sd["param_groups"]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict) -> None:
+        for p, m in zip(self.model_params, self.masters):  # parameters saved without a master: the model's value
+            m.copy_(p)
+        state = {}
+        for i, entry in state_dict["state"].items():
+            entry = dict(entry)
+            master = entry.pop("master", None)
+            if master is not None:
+                self.masters[int(i)].copy_(master)
+            if entry:
+                state[i] = entry
+        super().load_state_dict({"state": state, "param_groups": state_dict["param_groups"]})
+        for p, m in zip(self.model_params, self.masters):
+            p.copy_(m)
+
+
+def make_optimizer(model, *, lr: float, weight_decay: float, betas, masters=None) -> torch.optim.Optimizer:
+    """torch's AdamW; on a bf16/fp16 model, AdamW on fp32 master weights (`MasterWeightAdamW`)."""
+    params = list(model.parameters())
+    kwargs = dict(lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    if any(p.dtype in LOW_PRECISION for p in params):
+        return MasterWeightAdamW(params, masters=masters, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
 class LocalEngine:
     def __init__(self, model, tokenizer, *, lr: float, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  micro_batch_size: int = 32, device: str | torch.device = "cpu", betas=(0.9, 0.999),
@@ -173,7 +250,7 @@ class LocalEngine:
         self.grad_clip = grad_clip
         self.micro_batch_size = micro_batch_size
         self.warmup_steps = int(warmup_steps)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+        self.optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay, betas=betas)
         # the LR schedule counts applied updates (a skipped non-finite step does not advance it); its state
         # is checkpointed, the shape (warmup_steps) comes from the config
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
@@ -193,8 +270,8 @@ class LocalEngine:
     def reset_optimizer(self, lr: float) -> None:
         """Fresh AdamW moments and LR warmup (SFT->RL starts its RL phase like a new run from the SFT weights)."""
         group = self.optimizer.param_groups[0]
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=group["weight_decay"],
-                                           betas=group["betas"])
+        self.optimizer = make_optimizer(self.model, lr=lr, weight_decay=group["weight_decay"], betas=group["betas"],
+                                        masters=getattr(self.optimizer, "masters", None))  # the weights carry on
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_constant(self.warmup_steps))
 
     # ---- generation -------------------------------------------------------------------------
@@ -223,6 +300,19 @@ class LocalEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ---- update -----------------------------------------------------------------------------
+    @property
+    def master_weights(self) -> bool:
+        """True when AdamW runs on fp32 master copies of a bf16/fp16 model (see MasterWeightAdamW)."""
+        return isinstance(self.optimizer, MasterWeightAdamW)
+
+    def _grads_to_masters(self) -> None:
+        if self.master_weights:
+            self.optimizer.accumulate_grads()
+
+    def _updated_params(self) -> list[torch.Tensor]:
+        """The tensors AdamW updates (their gradients are clipped): the fp32 masters, or the parameters."""
+        return list(self.optimizer.masters) if self.master_weights else list(self.model.parameters())
+
     @staticmethod
     @torch.no_grad()
     def _accumulate(stats: dict, out, mb: OwnTokens, logp, ent, alpha_for_stats: float) -> None:
@@ -261,11 +351,13 @@ class LocalEngine:
                     )
                 with self._timed("backward"):
                     out.loss.backward()
+                    self._grads_to_masters()
                 self._accumulate(stats, out, mb, logp, ent, a_stats)
             with self._timed("backward"):
                 states.backward()
+                self._grads_to_masters()
         with self._timed("optimizer"):
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._updated_params(), self.grad_clip)
             # a non-finite loss or gradient applies nothing: no update, no LR-schedule step, gradients dropped
             finite = bool(torch.isfinite(grad_norm)) and all(math.isfinite(stats[k]) for k in ("loss", "pg_loss",
                                                                                              "prefix_loss"))

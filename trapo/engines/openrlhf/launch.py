@@ -143,6 +143,68 @@ def data_source(cfg) -> str:
     return f"{d.path}" + (f" (hub: {d.hub_id}, see scripts/prepare_openr1.py)" if d.get("hub_id") else "")
 
 
+def model_context(model_cfg) -> tuple[int | None, str]:
+    """(positions the model's config allows, where that was read): `max_position_embeddings` of the model
+    directory's config.json, else `model.context_len` (the hub config's value, recorded in conf/model/), else None."""
+    if model_cfg.kind == "tiny":
+        n = (model_cfg.get("arch") or {}).get("max_positions")
+        return (int(n) if n else None), "model.arch.max_positions"
+    path = Path(str(model_cfg.path))
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{config}: unreadable model config ({e})") from None
+        data = data.get("text_config", data)
+        if data.get("max_position_embeddings"):
+            return int(data["max_position_embeddings"]), str(config)
+    if model_cfg.get("context_len"):
+        return int(model_cfg.context_len), f"model.context_len (config.json of {model_cfg.get('hub_id') or path})"
+    return None, "unknown"
+
+
+def context_problem(cfg) -> str | None:
+    """Why vLLM would refuse `max_model_len` = engine.max_len for this model, or None."""
+    need = max_len(cfg)
+    have, where = model_context(cfg.model)
+    if have is None or need <= have:
+        return None
+    return (f"prompt + response need {need} tokens (engine.max_len / engine.max_prompt_len "
+            f"{cfg.engine.max_prompt_len} + rollout.max_new_tokens {cfg.rollout.max_new_tokens}), but the model's "
+            f"config allows {have} ({where}): vLLM refuses a max_model_len above it. Point model.path at a copy "
+            f"whose config.json has max_position_embeddings >= {need} (the authors train from a 16k-context copy "
+            f"of Qwen2.5-Math-7B), or lower rollout.max_new_tokens / engine.max_prompt_len")
+
+
+def input_warnings(cfg, launch: "Launch") -> list[str]:
+    """Every input of the launch that is missing here, each with how to get it (the dry run prints them)."""
+    out = []
+    d, m = cfg.data, cfg.model
+    data_missing = d.kind != "synthetic" and not Path(str(d.path)).is_file()
+    if data_missing:
+        data_path = Path(str(d.path)).resolve()
+        how = (f"python scripts/prepare_openr1.py --out {data_path}   (hub {d.hub_id})" if d.get("hub_id")
+               else "set data.path to a JSONL file with the fields " + ", ".join(dict(d.fields).values()))
+        out.append(f"data file {data_path} does not exist: {how}")
+    if not launch.prompts_path.exists():
+        out.append(f"prompt file {launch.prompts_path} does not exist yet: the launch (engine.dry_run=false) writes "
+                   f"it from {'data.path (missing, see above)' if data_missing else launch.data_source} before "
+                   "it submits the job; the Ray workers must be able to read it (a shared filesystem)")
+    if m.kind == "hf":
+        path = Path(str(m.path)).resolve()
+        if not (path / "config.json").is_file():
+            hub = m.get("hub_id")
+            out.append(f"model dir {path} does not exist" + (
+                f": the launch names the hub id {hub} instead, which every node then downloads (internet and the "
+                f"same revision on all nodes); for a local copy: huggingface-cli download {hub} --local-dir {path}"
+                if hub else ": set model.path to a Hugging Face model directory"))
+    ctx = context_problem(cfg)
+    if ctx:
+        out.append(ctx)
+    return out
+
+
 # ---- the flags ---------------------------------------------------------------------------------------
 def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
     e, t, r, m, ck = cfg.engine, cfg.train, cfg.rollout, cfg.method, cfg.checkpoint
@@ -198,6 +260,8 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
         F("--ds.enable_sleep", colocate, "engine.colocate_all"),
         F("--ds.zero_stage", int(e.zero_stage), "engine.zero_stage"),
         F("--ds.param_dtype", str(e.param_dtype), "engine.param_dtype"),
+        F("--ds.grad_accum_dtype", str(e.grad_accum_dtype) if e.get("grad_accum_dtype") else None,
+          "engine.grad_accum_dtype"),
         F("--ds.adam_offload", bool(e.adam_offload), "engine.adam_offload"),
         F("--actor.gradient_checkpointing_enable", bool(e.gradient_checkpointing), "engine.gradient_checkpointing"),
         F("--ds.attn_implementation", str(e.attn_implementation), "engine.attn_implementation"),
@@ -293,8 +357,10 @@ def write_prompts(cfg, path: Path) -> int:
 def describe(cfg, launch: Launch) -> str:
     from omegaconf import OmegaConf
 
+    warnings = input_warnings(cfg, launch)
     lines = [
         f"# TRAPO on OpenRLHF {OPENRLHF_VERSION}: dry run (nothing was started)",
+        *([f"# WARNING: {w}" for w in warnings] or ["# inputs: the data file, model dir and context length are fine"]),
         f"# 1. prompts: {launch.data_source}",
         f"#    -> {launch.prompts_path} ({launch.n_rows} rows = train.steps {cfg.train.steps} x "
         f"train.prompts_per_step {cfg.train.prompts_per_step}; fields prompt, label)",
@@ -358,6 +424,12 @@ def main(cfg, run_dir: str | Path) -> float:
         print(describe(cfg, launch))
         print(validate_with_openrlhf(launch))
         return 0.0
+    problem = context_problem(cfg)
+    if problem:
+        raise ValueError(f"config: {problem}")
+    for w in input_warnings(cfg, launch):
+        if not w.startswith("prompt file"):
+            print(f"WARNING: {w}", flush=True)
     n = write_prompts(cfg, launch.prompts_path)
     print(f"wrote {n} prompts to {launch.prompts_path}")
     print("\n".join(readable_runtime_env(launch)))

@@ -13,7 +13,8 @@
    (builds the trainer that `actor.adopt` takes over), `BasePPOTrainer.__init__` and
    `save_logs_and_checkpoints` (the logger slot), `RolloutRayActor.generate_responses` (n concurrent
    `execute` calls sharing one sampling_params) and `SamplesGenerator._process_response_into_experience`
-   (action_ranges -> action_mask, extra_logs -> info).
+   (action_ranges -> action_mask, extra_logs -> info), `prepare_datasets` and `PPOTrainer.__init__` (the prompt
+   loader that `read_prompts_in_file_order` rebuilds without shuffling).
 
 `TARGETS` holds the sha256 of each of these sources as released in 0.11.2; `check_targets` (run by the
 entry, and by tests/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
@@ -57,6 +58,12 @@ TARGETS: dict[tuple[str, str], str] = {
         "6cefbd6ae411c7c9e6655294ad414140176233d94b5922a1075b8e1a881035b5",
     ("openrlhf.trainer.ppo_utils.samples_generator", "SamplesGenerator._process_response_into_experience"):
         "71baa87a021cfdc0095dceeee847810f7f71558c6a36bdd0373c647434263ce6",
+    ("openrlhf.trainer.ppo_trainer", "prepare_datasets"):
+        "55832fcd023e691644f4540ecea828a49079bd78ce01c854362f6362978fd35b",
+    ("openrlhf.trainer.ppo_trainer", "PPOTrainer.__init__"):
+        "bf936e546809c6ac00ba36be68fdd3df5295124bf08c062071c1bf532abb20d2",
+    ("openrlhf.utils.deepspeed.deepspeed", "DeepspeedStrategy.setup_dataloader"):
+        "f4b22fa08dc3c456c257bd47de018c6fdebb4c46753eea28c6517d164164f1d1",
 }
 
 
@@ -176,9 +183,24 @@ def ppo_trainer_class(cfg_data: Mapping[str, Any]):
             from trapo.engines.openrlhf.settings import as_config
 
             self.tensorboard_logger = MlflowLogger(as_config(self.trapo_config))
+            read_prompts_in_file_order(self)
 
     TrapoPPOTrainer.__name__ = TrapoPPOTrainer.__qualname__ = "TrapoPPOTrainer"
     return ray.remote(TrapoPPOTrainer)
+
+
+def read_prompts_in_file_order(trainer) -> None:
+    """The controller's prompt loader, rebuilt to read the prompt file in its own order.
+
+    OpenRLHF's `prepare_datasets` asks `setup_dataloader` for shuffle=True; in the controller (no process group)
+    that is a torchdata RandomSampler seeded from the unseeded global torch RNG: a new order every run, seeded
+    neither by `--train.seed` nor in the local engine's order. The launcher writes the prompt file in the local
+    trainer's step order (`launch.step_prompt_indices`), so the same `setup_dataloader` call with shuffle=False
+    gives each step exactly the local engine's prompts. Resume is unchanged (the loader's state_dict)."""
+    old = trainer.prompts_dataloader
+    new = trainer.strategy.setup_dataloader(old.dataset, old.batch_size, old.pin_memory, False, old.collate_fn,
+                                            num_workers=old.num_workers)
+    trainer.prompts_dataloader = trainer.samples_generator.prompts_dataloader = new
 
 
 def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) -> None:
@@ -194,7 +216,36 @@ def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) 
     cli.PolicyModelActor = policy_actor_class(cfg_data)
     ppo_trainer.PPOTrainer = ppo_trainer_class(cfg_data)
     if not ray.is_initialized():
-        env_vars = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
-        env_vars.update({k: v for k, v in env.items() if v is not None})
-        ray.init(runtime_env={"env_vars": env_vars})
+        ray.init(runtime_env=driver_runtime_env(env))
     cli.train(args)
+
+
+# the env vars OpenRLHF's own `train()` gives its ray.init (defaults there, overridable from the environment)
+RAY_ENV_DEFAULTS = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # ray._private.runtime_env.constants: set by `ray job submit`
+
+
+def job_runtime_env(environ: Mapping[str, str] | None = None) -> dict | None:
+    """The runtime env of the Ray job this driver runs in (`ray job submit`), None outside a job."""
+    import json
+
+    environ = os.environ if environ is None else environ
+    raw = environ.get(JOB_CONFIG_ENV)
+    if not raw:
+        return None
+    return dict(json.loads(raw).get("runtime_env") or {})
+
+
+def driver_runtime_env(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict | None:
+    """The runtime env for the driver's `ray.init`: OpenRLHF's defaults and TRAPO's env (`env`), minus every
+    env var the job's runtime env already sets. Ray refuses to merge a job's and a driver's runtime env that
+    name the same env var, even with equal values (ray/_private/worker.py, `_merge_runtime_env`), so a name
+    is never repeated; under `ray job submit` the launcher has already put TRAPO's env into the job's."""
+    environ = os.environ if environ is None else environ
+    want = {k: environ.get(k, v) for k, v in RAY_ENV_DEFAULTS.items()}
+    want.update({k: v for k, v in env.items() if v is not None})
+    job = job_runtime_env(environ)
+    if job is not None:
+        have = job.get("env_vars") or {}
+        want = {k: v for k, v in want.items() if k not in have}
+    return {"env_vars": want} if want else None
