@@ -300,8 +300,9 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
+        state = self._prepare()  # everything that can reject the run, before its directory or log exists
         with self._log_file():
-            return self._run()
+            return self._run(state)
 
     @contextmanager
     def _log_file(self):
@@ -330,9 +331,8 @@ class Trainer:
                 root.removeHandler(handler)
                 handler.close()
 
-    def _run(self) -> dict[str, float]:
+    def _run(self, state: CheckpointState | None) -> dict[str, float]:
         cfg = self.cfg
-        state = self._prepare()
         if cfg.resume == "never":
             self._set_aside_previous()
         self._setup()
