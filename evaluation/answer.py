@@ -512,6 +512,14 @@ def split_assignment(s: str) -> tuple[str | None, str]:
 
 
 _DEGREES_IN = re.compile(r"(\d+(?:\.\d+)?)\s*°")
+
+
+def _radians(m: re.Match) -> str:
+    """'90°' -> '\\frac{1\\pi}{2}': an angle in degrees as an exact multiple of pi."""
+    r = Fraction(m.group(1)) / 180
+    return f"\\frac{{{r.numerator}\\pi}}{{{r.denominator}}}"
+
+
 _TIME = re.compile(r"^(\d{1,2}):(\d\d)(?::(\d\d))?\s*(?:([AaPp])\.?\s*[Mm]\.?)?$")
 
 
@@ -562,7 +570,7 @@ class Leaf:
     def of(s: str) -> "Leaf":
         s = strip_units(s.strip())
         if "°" in s and parse_number(strip_units(s.replace("°", ""))) is None:
-            s = _DEGREES_IN.sub(r"\\frac{\1\\pi}{180}", s)  # '\sin(90°-x)': the angle in radians
+            s = _DEGREES_IN.sub(_radians, s)  # '\sin(90°-x)': the angle in radians
         percent = "%" in s
         degree = "°" in s
         if percent or degree:
