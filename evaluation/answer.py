@@ -531,7 +531,7 @@ def parse_time(s: str) -> tuple[int, int, bool] | None:
     h, mins, secs, half = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), m.group(4)
     if mins > 59 or secs > 59 or h > (12 if half else 23) or (half and h == 0):
         return None
-    h24 = h % 12 + (12 if half.lower() == "p" else 0) if half else h
+    h24 = (h % 12 + (12 if half.lower() == "p" else 0)) if half else h
     return h24 * 3600 + mins * 60 + secs, h, half is not None
 
 

@@ -108,6 +108,10 @@ def _variants(expr, leaf: Leaf):
         return
 
 
+RELATIVE_EXACT = sympy.Float("1e-20")  # closed forms equal to 30 digits up to this relative gap are equal
+IRRATIONAL_DIGITS = Fraction(1, 10**5)  # a decimal for an irrational gold: rounding step <= 1e-5 of its size
+
+
 def _with_imaginary_unit(expr):
     """The parser keeps `i` a symbol; in a complex answer it is sympy's I ('i(2-i)' is 1+2i)."""
     try:
@@ -135,8 +139,6 @@ def values_differ(g, p) -> bool:
     except Exception:
         return False
 
-
-RELATIVE_EXACT = sympy.Float("1e-20")  # closed forms equal to 30 digits up to this relative gap are equal
 
 
 def equations_equal(g, p) -> bool:
@@ -218,6 +220,3 @@ def symbolic_equal(gold: Leaf, pred: Leaf, gold_num: Num | None, pred_num: Num |
         if gv is not None and precise and numbers_equal(Num(gv), pred_num):
             return True
     return False
-
-
-IRRATIONAL_DIGITS = Fraction(1, 10**5)  # a decimal for an irrational gold: rounding step <= 1e-5 of its size
