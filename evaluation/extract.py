@@ -195,10 +195,12 @@ def ending_value(text: str) -> str | None:
 
 def own_text(text: str) -> str:
     """`text` up to its first end-of-turn marker that follows some content."""
+    last = 0
     for m in _END_OF_TURN.finditer(text):
-        if text[: m.start()].strip():
+        if text[last : m.start()].strip():
             return text[: m.start()]
-    return _END_OF_TURN.sub("", text) if "<" in text else text
+        last = m.end()
+    return text[last:]
 
 
 def extract_answer(text: str | None) -> str | None:

@@ -224,4 +224,8 @@ def test_extraction_is_linear():
     extract_answer("(" * 100000)
     extract_answer("answer is " * 20000)
     extract_answer("$" * 100000)
+    extract_answer("<|im_end|>" * 20000 + "x")
+    extract_answer("\\boxed{1} and " * 20000)
+    extract_answer("is 1. " * 20000)
+    extract_answer("Final answer: " + "A. " * 30000)
     assert time.monotonic() - start < 2.0
