@@ -56,7 +56,8 @@ _SUBS = [
     (re.compile(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:degrees?|deg)\s*\}|(?<![A-Za-z])degrees?(?![A-Za-z])"), "°"),
     (re.compile(r"\\%|\\(?:text|mbox|mathrm)\s*\{\s*(?:percent|\\%|%)\s*\}|(?<![A-Za-z])percent(?![A-Za-z])"), "%"),
     # currency
-    (re.compile(r"\\(?:text|mbox|mathrm)\s*\{\s*\\\$\s*\}|\\\$|(?<![A-Za-z])(?:dollars?|USD)(?![A-Za-z])"), ""),
+    (re.compile(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:\\\$|[€£¥₹])\s*\}|\\\$|[€£¥₹]|\\(?:euro|pounds|yen|EUR)(?![A-Za-z])"
+                r"|(?<![A-Za-z])(?:dollars?|euros?|USD|EUR|GBP)(?![A-Za-z])"), ""),
     # "and" / "or" between answers
     (re.compile(r"\\(?:text|mbox|mathrm)\s*\{\s*,?\s*(?:and|or)\s*\}|(?<![A-Za-z\\])(?:and|or)(?![A-Za-z])"), ","),
     (re.compile(r"\\(?:dots|ldots|cdots)(?![A-Za-z])"), r"\\dots"),
@@ -186,7 +187,7 @@ def parse_number(s: str, allow_thousands: bool = True) -> Num | None:
             return None
         value = int(whole) + Fraction(int(a), int(b))
         return Num(-value if sign == "-" else value)
-    if allow_thousands:
+    if allow_thousands and not re.search(r",\s", s):  # "32, 349" is two answers, not 32349
         m = _RE_THOUSANDS.match(t)
         if m:
             sign, whole, frac = m.groups()
@@ -336,6 +337,18 @@ def _matrix(inner: str) -> list[list[str]] | None:
     return table
 
 
+def _assignment_tuples(parts: list[str]) -> list[list[str]] | None:
+    """['p=5', 'q=2', 'p=7', 'q=2'] -> [['p=5', 'q=2'], ['p=7', 'q=2']]: assignments to k >= 2 unknowns,
+    repeated in one order; None for anything else."""
+    names = [split_assignment(p)[0] for p in parts]
+    if None in names or names.count(names[0]) < 2:
+        return None
+    k = names.index(names[0], 1)
+    if k < 2 or len(parts) % k or len(set(names[:k])) != k or any(n != names[i % k] for i, n in enumerate(names)):
+        return None
+    return [parts[i : i + k] for i in range(0, len(parts), k)]
+
+
 def parse_structure(s: str, depth: int = 0) -> Node:
     """The answer tree of a cleaned answer (see the module docstring)."""
     s = s.strip()
@@ -348,6 +361,9 @@ def parse_structure(s: str, depth: int = 0) -> Node:
     if len(parts) > 1:
         if len(parts) > MAX_ITEMS or not all(parts):
             return Node("leaf", s)
+        groups = _assignment_tuples(parts)
+        if groups:  # 'p=5, q=2; p=7, q=2' is the tuples (5, 2), (7, 2)
+            return Node("list", s, [Node("seq", ", ".join(g), [parse_structure(p, depth + 1) for p in g], brackets="()") for g in groups])
         return Node("list", s, [parse_structure(p, depth + 1) for p in parts])
     m = _MATRIX_RE.match(s)
     if m and m.group(1) not in ("vmatrix", "Vmatrix"):
@@ -368,8 +384,8 @@ def parse_structure(s: str, depth: int = 0) -> Node:
             return Node("set", s, [parse_structure(p, depth + 1) for p in inner_parts if p])
         if op in "([" and cl in ")]":
             if len(inner_parts) == 1:
-                if op == "(" and cl == ")":
-                    return parse_structure(inner, depth + 1)  # "(5)", "(\begin{matrix}..)"
+                if op == "(" and cl == ")" or inner.lstrip().startswith("\\begin{"):
+                    return parse_structure(inner, depth + 1)  # "(5)", "(\begin{matrix}..)", "[\begin{array}..]"
                 return Node("leaf", s)
             if len(inner_parts) > MAX_ITEMS or not all(inner_parts):
                 return Node("leaf", s)
@@ -495,6 +511,53 @@ def split_assignment(s: str) -> tuple[str | None, str]:
     return None, s
 
 
+_DEGREES_IN = re.compile(r"(\d+(?:\.\d+)?)\s*°")
+
+
+def _radians(m: re.Match) -> str:
+    """'90°' -> '\\frac{1\\pi}{2}': an angle in degrees as an exact multiple of pi."""
+    r = Fraction(m.group(1)) / 180
+    return f"\\frac{{{r.numerator}\\pi}}{{{r.denominator}}}"
+
+
+_TIME = re.compile(r"^(\d{1,2}):(\d\d)(?::(\d\d))?\s*(?:([AaPp])\.?\s*[Mm]\.?)?$")
+
+
+def parse_time(s: str) -> tuple[int, int, bool] | None:
+    """'20:34', '20:34:00', '8:34 PM', '8:34 p.m.' -> (seconds after midnight, hour as written, AM/PM given)."""
+    m = _TIME.match(unwrap_text(s).strip())
+    if not m:
+        return None
+    h, mins, secs, half = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), m.group(4)
+    if mins > 59 or secs > 59 or h > (12 if half else 23) or (half and h == 0):
+        return None
+    h24 = (h % 12 + (12 if half.lower() == "p" else 0)) if half else h
+    return h24 * 3600 + mins * 60 + secs, h, half is not None
+
+
+def times_equal(gold: tuple[int, int, bool], pred: tuple[int, int, bool]) -> bool:
+    """Same time of day; a time without AM/PM and an hour of 1-12 matches either half of the day."""
+    (g, g_hour, g_half), (p, p_hour, p_half) = gold, pred
+    if g == p:
+        return True
+    unmarked_hour = p_hour if g_half and not p_half else g_hour if p_half and not g_half else None
+    return unmarked_hour is not None and 1 <= unmarked_hour <= 12 and g % 43200 == p % 43200
+
+
+_FUNC_LHS = re.compile(r"^[A-Za-z]+\(([^()]*)\)$")
+
+
+def same_unknown(a: str, b: str) -> bool:
+    """Left sides that name one unknown: equal, or a function and its graph ('f(x)' and 'y'; not 'g(x)')."""
+    if a.lower() == b.lower():
+        return True
+    return (_FUNC_LHS.match(a) is not None and b == "y") or (_FUNC_LHS.match(b) is not None and a == "y")
+
+
+def _has_equals(s: str) -> bool:
+    return any(c == "=" and d == 0 for _, c, d, _ in _scan(s))
+
+
 @dataclass(frozen=True)
 class Leaf:
     """A leaf answer with its markers split off."""
@@ -506,6 +569,8 @@ class Leaf:
     @staticmethod
     def of(s: str) -> "Leaf":
         s = strip_units(s.strip())
+        if "°" in s and parse_number(strip_units(s.replace("°", ""))) is None:
+            s = _DEGREES_IN.sub(_radians, s)  # '\sin(90°-x)': the angle in radians
         percent = "%" in s
         degree = "°" in s
         if percent or degree:
@@ -549,16 +614,19 @@ class Comparator:
     def leaf_equal(self, gold: str, pred: str) -> bool:
         if _squash(gold) == _squash(pred):
             return True
+        g_time, p_time = parse_time(gold), parse_time(pred)
+        if g_time is not None and p_time is not None:
+            return times_equal(g_time, p_time)
         g_lhs, g_rhs = split_assignment(gold)
         p_lhs, p_rhs = split_assignment(pred)
         if g_lhs is not None and p_lhs is not None:
-            if g_lhs.lower() != p_lhs.lower():
-                return False
-            return self._leaf_values_equal(Leaf.of(g_rhs), Leaf.of(p_rhs))
-        if p_lhs is not None:  # gold '5', pred 'x = 5'
+            if same_unknown(g_lhs, p_lhs):  # 'x = 5', 'x = 10/2'; 'f(x) = 2x', 'y = 2x'
+                return self._leaf_values_equal(Leaf.of(g_rhs), Leaf.of(p_rhs))
+        elif p_lhs is not None and not _has_equals(gold):  # gold '5', pred 'x = 5'
             return self._leaf_values_equal(Leaf.of(gold), Leaf.of(p_rhs))
-        if g_lhs is not None and "=" not in pred:  # gold 'f(x)=2x', pred '2x'
+        elif g_lhs is not None and not _has_equals(pred):  # gold 'f(x)=2x', pred '2x'
             return self._leaf_values_equal(Leaf.of(g_rhs), Leaf.of(pred))
+        # two equations ('2x+4y-3=0', 'y=-x/2+3/4'; 'a=3', 'b=3'): the symbolic checker compares them whole
         return self._leaf_values_equal(Leaf.of(gold), Leaf.of(pred))
 
     def _leaf_values_equal(self, g: Leaf, p: Leaf) -> bool:
@@ -634,6 +702,8 @@ class Comparator:
             vec = _vector(gold)
             if vec is not None and pk in ("seq", "list"):
                 return self._ordered(vec, pred.items)
+            if pk == "leaf" and "\\begin{" in pred.raw:  # '2\begin{pmatrix}..\end{pmatrix}', 'A + B'
+                return self._fallback(gold, pred)
             return False
         if gk == "union":
             if pk == "union" and self._unordered(gold.items, pred.items):

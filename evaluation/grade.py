@@ -2,12 +2,15 @@
 
     python -m evaluation.grade --input IN.jsonl --output OUT.jsonl
 
-Each input row has ``response`` (model text, or null) and ``answer`` (the gold: a string, a number or a
-list); optional ``answer_type`` and ``tolerance`` (OlympiadBench) are used when present. Each output row
-is the input row plus ``pred`` (the extracted answer, or null) and ``correct`` (true/false), in input
-order. A bad row (invalid JSON, not an object, a missing or mistyped field) is reported on stderr as
-``IN.jsonl:LINE: ...`` and written with ``pred`` null, ``correct`` false and an ``error``; the exit code
-is 0 unless ``--strict`` is given and some row was bad (then 1). Blank lines are skipped.
+Each input row has ``response`` (model text, or null) and the gold answer (a string, a number or a list)
+as ``answer`` or ``gold`` (the name ``experiments/evaluate.py`` writes, so its per-benchmark files grade
+as they are; a row with both needs them equal); optional ``answer_type`` and ``tolerance``
+(OlympiadBench) are used when present. Each output row is the input row plus ``pred`` (the extracted
+answer, or null) and ``correct`` (true/false), in input order, so an output is a valid input again. A
+bad row (invalid JSON, not an object, a missing or mistyped field) is reported on stderr as
+``IN.jsonl:LINE: ...`` and written with ``pred`` null, ``correct`` false and an ``error``. Exit code: 0;
+1 when no row could be graded (all bad, or none), or with ``--strict`` when any row was bad; 2 when the
+input cannot be read. Blank lines are skipped.
 """
 
 from __future__ import annotations
@@ -23,25 +26,37 @@ from evaluation.grader import DEFAULT_TIMEOUT, Grader
 from trapo.data.jsonl import iter_jsonl
 
 
+GOLD_FIELDS = ("answer", "gold")  # grading input and experiments/evaluate.py output
+
+
 def _check_row(row) -> str | None:
     if "response" not in row:
         return "field 'response': missing"
     if row["response"] is not None and not isinstance(row["response"], str):
         return f"field 'response': expected a string or null, got {type(row['response']).__name__}"
-    if "answer" not in row:
-        return "field 'answer': missing"
-    try:
-        gold = gold_to_text(row["answer"])
-    except ValueError as exc:
-        return f"field 'answer': {exc}"
-    if not gold.strip():
-        return "field 'answer': empty"
+    present = [k for k in GOLD_FIELDS if k in row]
+    if not present:
+        return "field 'answer' (or 'gold'): missing"
+    golds = []
+    for key in present:
+        try:
+            golds.append(gold_to_text(row[key]))
+        except ValueError as exc:
+            return f"field '{key}': {exc}"
+        if not golds[-1].strip():
+            return f"field '{key}': empty"
+    if len(set(golds)) > 1:
+        return "fields 'answer' and 'gold': differ"
     return None
+
+
+def _gold(row: dict):
+    return row[next(k for k in GOLD_FIELDS if k in row)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.grade", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--input", required=True, help="JSONL with 'response' and 'answer' per row")
+    ap.add_argument("--input", required=True, help="JSONL with 'response' and 'answer' (or 'gold') per row")
     ap.add_argument("--output", required=True, help="JSONL to write (input rows + 'pred', 'correct')")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per item (default %(default)s)")
@@ -72,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     good = [(i, row) for i, (_, row, err) in enumerate(rows) if err is None]
     preds = [extract_answer(row["response"]) if isinstance(row["response"], str) else None for _, row in good]
     verdicts = grader.grade(
-        [row["answer"] for _, row in good],
+        [_gold(row) for _, row in good],
         preds,
         tolerances=[row.get("tolerance") for _, row in good],
         answer_types=[row.get("answer_type") if isinstance(row.get("answer_type"), str) else None for _, row in good],
@@ -92,15 +107,18 @@ def main(argv: list[str] | None = None) -> int:
 
     for e in errors:
         print(e, file=sys.stderr)
+    if not good:
+        print(f"{args.input}: no row could be graded ({len(rows)} rows, all bad)", file=sys.stderr)
     if not args.quiet:
         n_ok = sum(bool(v) for v in verdicts)
-        acc = n_ok / len(verdicts) if verdicts else 0.0
+        acc = f"{n_ok / len(good):.1%}" if good else "-"
         print(
-            f"graded {len(verdicts)} rows ({len(errors)} bad): {n_ok} correct ({acc:.1%}); "
+            f"{len(rows)} rows: {len(good)} graded, {len(errors)} bad (written with correct=false); "
+            f"{n_ok} of {len(good)} graded correct ({acc}); "
             f"{stats['timeouts']} timeouts, {stats['crashes']} crashed workers; {time.monotonic() - start:.2f} s",
             file=sys.stderr,
         )
-    return 1 if (errors and args.strict) else 0
+    return 1 if not good or (errors and args.strict) else 0
 
 
 if __name__ == "__main__":

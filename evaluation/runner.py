@@ -47,7 +47,8 @@ def evaluate_items(
     name: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """(summary, rows): summary has accuracy (avg@n), its 95% interval, pass@k, counts and timings;
-    rows has one record per sample (id, question, response, pred, gold, correct, sample)."""
+    rows has one record per sample (id, question, response, pred, gold, correct, sample; answer_type and
+    tolerance when the item has them): a valid input of `python -m evaluation.grade`."""
     items = [as_item(it, i) for i, it in enumerate(items)]
     if not items:
         raise ValueError("no items to evaluate")
@@ -80,10 +81,13 @@ def evaluate_items(
     rows = []
     for (i, j), pred, c in zip(flat, preds, ok):
         table[i][j] = bool(c)
-        rows.append({
+        row = {
             "id": items[i].id, "sample": j, "question": items[i].question, "response": outputs[i][j],
             "pred": pred, "gold": items[i].gold, "correct": bool(c),
-        })
+        }
+        # what the grader used besides the gold, so `python -m evaluation.grade` regrades the row alike
+        row.update({k: v for k in ("answer_type", "tolerance") if (v := getattr(items[i], k)) is not None})
+        rows.append(row)
     summary = sampling_metrics(table, ks=ks, n_boot=n_boot, seed=seed)
     summary.update(
         no_answer=sum(p is None for p in preds) / len(preds),

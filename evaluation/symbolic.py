@@ -108,27 +108,115 @@ def _variants(expr, leaf: Leaf):
         return
 
 
+RELATIVE_EXACT = sympy.Float("1e-20")  # closed forms equal to 30 digits up to this relative gap are equal
+IRRATIONAL_DIGITS = Fraction(1, 10**5)  # a decimal for an irrational gold: rounding step <= 1e-5 of its size
+
+
+def _with_imaginary_unit(expr):
+    """The parser keeps `i` a symbol; in a complex answer it is sympy's I ('i(2-i)' is 1+2i)."""
+    try:
+        unit = {s: sympy.I for s in expr.free_symbols if s.name == "i"}
+        return expr.xreplace(unit) if unit else expr
+    except Exception:
+        return expr
+
+
+def _closed_form(expr) -> bool:
+    return isinstance(expr, sympy.Expr) and not expr.free_symbols and not expr.has(sympy.Float)
+
+
+def values_differ(g, p) -> bool:
+    """Two exact closed-form numbers that differ beyond float precision (1/2004! and 1/2006!, or 10^20 and
+    10^20 + 1/6), which verify's floating-point comparison takes as equal."""
+    if not (_closed_form(g) and _closed_form(p)):
+        return False
+    if g.is_Rational and p.is_Rational:
+        return g != p
+    try:
+        diff = sympy.Abs(sympy.N(g - p, 30))
+        scale = sympy.Max(sympy.Abs(sympy.N(g, 30)), sympy.Abs(sympy.N(p, 30)))
+        return bool(diff > 0) if scale == 0 else bool(diff > RELATIVE_EXACT * scale)
+    except Exception:
+        return False
+
+
+
+def equations_equal(g, p) -> bool:
+    """Equations equal up to rearrangement: lhs - rhs proportional ('2x+4y-3=0', 'y=-x/2+3/4')."""
+    if not (isinstance(g, sympy.Equality) and isinstance(p, sympy.Equality)):
+        return False
+    a, b = g.lhs - g.rhs, p.lhs - p.rhs
+    if a == 0 or b == 0 or not a.free_symbols:
+        return False
+    ratio = sympy.simplify(a / b)
+    return bool(ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+def _has_branch(expr) -> bool:
+    """Roots, fractional powers or logs: values that depend on the sign of the unknowns."""
+    return expr.has(sympy.log) or any(isinstance(e, sympy.Pow) and not e.exp.is_integer for e in sympy.preorder_traversal(expr))
+
+
+_NEGATIVE_POINTS = (sympy.Rational(-7, 10), sympy.Rational(-19, 10))
+
+
+def positive_equal(g, p) -> bool:
+    """Equal when every unknown is positive ('\\sqrt{1/n}' and '1/\\sqrt n'), and at negative points wherever
+    both sides are real they agree (so '\\sqrt{x^2}' is not 'x')."""
+    if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
+        return False
+    unknowns = g.free_symbols | p.free_symbols
+    if not unknowns or len(unknowns) > 3 or not (_has_branch(g) or _has_branch(p)):
+        return False
+    positive = {s: sympy.Dummy(s.name, positive=True) for s in unknowns}
+    if sympy.simplify(g.xreplace(positive) - p.xreplace(positive)) != 0:
+        return False
+    for value in _NEGATIVE_POINTS:
+        point = {s: value for s in unknowns}
+        try:
+            gv, pv = complex(g.evalf(20, subs=point)), complex(p.evalf(20, subs=point))
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if abs(gv.imag) < 1e-12 and abs(pv.imag) < 1e-12 and abs(gv - pv) > 1e-9 * max(1.0, abs(gv)):
+            return False
+    return True
+
+
 def symbolic_equal(gold: Leaf, pred: Leaf, gold_num: Num | None, pred_num: Num | None) -> bool:
     """sympy equivalence of two leaves, with the decimal rounding rules of `numbers_equal`."""
     cplx = looks_complex(gold.text) or looks_complex(pred.text)  # parse both alike: i is I or a symbol
     G, P = to_sympy(gold.text, cplx), to_sympy(pred.text, cplx)
     if G is None or P is None:
         return False
+    if cplx:
+        G, P = _with_imaginary_unit(G), _with_imaginary_unit(P)
+    try:
+        if positive_equal(G, P):  # before verify, which can take seconds on roots of several unknowns
+            return True
+    except Exception:
+        pass
     for g in _variants(G, gold):
         for p in _variants(P, pred):
             try:
-                if verify(g, p, timeout_seconds=None, allow_set_relation_comp=True):
+                if verify(g, p, timeout_seconds=None, allow_set_relation_comp=True) and not values_differ(g, p):
                     return True
             except Exception:
                 pass
+    try:
+        if equations_equal(G, P):
+            return True
+    except Exception:
+        pass
     # A decimal literal on one side, a closed form on the other: the literal's exact value and
-    # precision (not a binary float) decide.
+    # precision (not a binary float) decide. An irrational gold is matched only by a decimal of six or
+    # more significant digits (1.41421 for \\sqrt2), never by a short rounding (1.732 for \\sqrt3).
     if gold_num is not None and gold_num.quantum is not None and not P.has(sympy.Float):
         pv = _as_number(P)
         if pv is not None and numbers_equal(gold_num, Num(pv)):
             return True
     if pred_num is not None and pred_num.quantum is not None:
         gv = _as_number(G)
-        if gv is not None and numbers_equal(Num(gv), pred_num):
+        precise = isinstance(G, sympy.Rational) or (gv is not None and pred_num.quantum <= IRRATIONAL_DIGITS * abs(gv))
+        if gv is not None and precise and numbers_equal(Num(gv), pred_num):
             return True
     return False

@@ -84,6 +84,16 @@ def test_entry_point_writes_summary_rows_and_mlflow(tmp_path):
     names = {r[0] for r in con.execute("select key from metrics")}
     assert "math500/accuracy" in names and "math_avg/accuracy" in names
     assert con.execute("select name from experiments where name='trapo-eval'").fetchone()
+    # its per-benchmark files are valid input of the grading CLI ('gold', answer_type, tolerance), unchanged
+    olymp = out / "olympiadbench.jsonl"
+    assert "answer_type" in json.loads(olymp.read_text().splitlines()[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation.grade", "--input", str(olymp), "--output", str(tmp_path / "regraded.jsonl")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    regraded = [json.loads(line) for line in (tmp_path / "regraded.jsonl").read_text().splitlines()]
+    assert len(regraded) == 3 and all(r["correct"] and "error" not in r for r in regraded)
 
 
 class EchoBackend:

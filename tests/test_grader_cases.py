@@ -528,6 +528,67 @@ CASES = [
     ('5', '\\boxed{\\frac{\\frac{\\frac{\\frac{1}{2}}{2}}{2}}{2}}', F),
     ('5', '\\boxed{\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{625}}}}}}}', F),
     ('5', '\\boxed{\\sqrt{25}}', T),
+    # ---- issue 16: extraction
+    ("\\frac{2}{3}", "Counting the favourable draws, the probability is 2/3.", T),
+    ("\\frac{2}{3}", "Counting the favourable draws, the probability is 3/4.", F),
+    ("-7", "Adding the two equations gives $x = -7$.", T),
+    ("5", "We tried 3 and 4 first, and 5 works", F),  # no cue before the last number: no answer
+    ("34", "Final Answer: the largest $n$ is 34.", T),
+    ("34", "Final Answer: the largest $n$ is 35.", F),
+    ("e", "The answer is $e$, which is about 2.718.", T),  # e is a value, not an unknown
+    ("42", "The final answer is 42. Let me know if you have any other questions!", T),
+    ("42", "Final answer: 42. Hope this helps.", T),
+    ("42", "\\boxed{42}<|im_end|>\n<|im_start|>user\nAnd now?\n<|im_start|>assistant\n\\boxed{7}", T),
+    ("7", "\\boxed{42}<|im_end|>\n<|im_start|>user\nAnd now?\n<|im_start|>assistant\n\\boxed{7}", F),
+    ("42", "The answer is 42.</s>User: thanks, and the next one? The answer is 43.", T),
+    ("5", "Try $\\boxed{4}$? It fails the check.\n\nThe final answer is 5.", T),
+    ("4", "Try $\\boxed{4}$? It fails the check.\n\nThe final answer is 5.", F),
+    ("5", "So \\boxed{5}.\n\nThe answer is clearly right.", T),  # a wordy later line does not override
+    ("3, 4", "The sum is \\boxed{3} and the product is \\boxed{4}.", T),
+    ("4", "The sum is \\boxed{3} and the product is \\boxed{4}.", F),
+    ("2, -3", "So $x = \\boxed{2}$ or $x = \\boxed{-3}$.", T),
+    ("5", "We get \\boxed{4}, but that is wrong, so \\boxed{5}", T),
+    # ---- issue 16: units and currency glued to numbers
+    ("1000.99", B("1,000.99€"), T),
+    ("1000.99", B("1,000.98€"), F),
+    ("250", B("\\text{€}250"), T),
+    ("5", B("£5"), T),
+    ("12", "\\boxed{12m²}", T),
+    ("13", "\\boxed{12m²}", F),
+    # ---- issue 16: equations up to rearrangement or the function's name
+    ("2x+4y-3=0", B("y=-\\frac{x}{2}+\\frac{3}{4}"), T),
+    ("2x+4y-3=0", B("y=-\\frac{x}{2}+\\frac{3}{2}"), F),
+    ("y=3x-2", B("3x-y=2"), T),
+    ("y=3x-2", B("3x+y=2"), F),
+    ("f(x)=x^2+1", B("y=x^2+1"), T),
+    ("f(x)=x^2+1", B("y=x^2+2"), F),
+    ("x=5", B("y=5"), F),
+    # ---- issue 16: matrices in brackets or unevaluated
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", B("\\left[\\begin{array}{cc}1&2\\\\3&4\\end{array}\\right]"), T),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", B("\\left[\\begin{array}{cc}1&2\\\\3&5\\end{array}\\right]"), F),
+    ("\\begin{pmatrix}2&0\\\\0&2\\end{pmatrix}", B("2\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}"), T),
+    ("\\begin{pmatrix}2&0\\\\0&3\\end{pmatrix}", B("2\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}"), F),
+    ("\\begin{pmatrix}2&1\\\\1&2\\end{pmatrix}", B("\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}+\\begin{pmatrix}1&1\\\\1&1\\end{pmatrix}"), T),
+    # ---- issue 16: assignments for tuples
+    ("(5,2),(7,2)", B("p=5,q=2; p=7,q=2"), T),
+    ("(5,2),(7,2)", B("p=7, q=2, p=5, q=2"), T),
+    ("\\{(1,3),(2,4)\\}", B("a=1, b=3; a=2, b=4"), T),
+    ("\\{(1,3),(2,4)\\}", B("a=1, b=4; a=2, b=3"), F),
+    # ---- issue 16: identities
+    ("1+2i", B("i(2-i)"), T),
+    ("\\cos x", B("\\sin(90^\\circ-x)"), T),
+    ("\\cos x", B("\\sin(180^\\circ-x)"), F),
+    ("\\frac{1}{\\sqrt{n}}", B("\\sqrt{\\frac{1}{n}}"), T),
+    ("\\frac{1}{\\sqrt{n}}", B("\\sqrt{n}"), F),
+    ("\\sqrt{\\frac{a}{b}}", B("\\frac{\\sqrt{a}}{\\sqrt{b}}"), T),
+    ("\\sqrt{\\frac{a}{b}}", B("\\frac{\\sqrt{b}}{\\sqrt{a}}"), F),
+    # ---- issue 16: times of day
+    ("20:34", B("20:34:00"), T),
+    ("20:34", B("8:34 PM"), T),
+    ("20:34", B("\\text{8:34 p.m.}"), T),
+    ("8:34", B("8:34 a.m."), T),
+    ("20:34", B("20:35"), F),
+    ("20:34:10", B("20:34"), F),
     # ---- pathological: False, fast, nothing executed
     ("5", B("9^{9^{9^{9^{9}}}}"), F),
     ("5", "(" * 5000, F),
@@ -579,3 +640,50 @@ def test_table_is_wide_and_fast(verdicts):
 
 def test_no_model_text_executed(verdicts):
     assert not os.path.exists("/tmp/trapo_pwned")
+
+
+# (gold, a wrong response that a looser grader pays for, the right response of the same form)
+FALSE_ACCEPTS = [
+    ("32349", B("32, 349"), B("32,349")),  # a comma and a space separate two numbers
+    ("\\frac{1}{2004!}", B("\\frac{1}{2006!}"), B("\\frac{1}{2004\\cdot 2003!}")),  # tiny: equal as floats
+    ("\\binom{60}{30}+\\frac{1}{6}", B("\\binom{60}{30}"), B("\\binom{60}{30}+\\frac{2}{12}")),  # huge
+    ("10^{20}\\sqrt{2}", B("10^{20}\\sqrt{2}+1"), B("\\sqrt{2}\\cdot 10^{20}")),  # huge, irrational
+    ("\\frac{\\sqrt{2}}{30!}", B("\\frac{\\sqrt{2}}{31!}"), B("\\frac{31\\sqrt{2}}{31!}")),  # tiny, irrational
+    ("\\sqrt{3}", B("1.732"), B("1.7320508")),  # a short rounding of an irrational gold
+    ("\\pi", B("3.1416"), B("3.14159265")),
+    ("20:34", B("8:34 AM"), B("8:34 PM")),
+    ("|x|", B("x"), B("\\sqrt{x^2}")),
+    ("x", B("\\sqrt{x^2}"), B("(\\sqrt{x})^2")),  # equal for positive x only
+    ("x=5", B("y=5"), B("x=\\frac{10}{2}")),
+    ("(5,2),(7,2)", B("p=5,q=2; p=7,q=3"), B("p=5,q=2; p=7,q=2")),
+    ("1+2i", B("i(2+i)"), B("i(2-i)")),
+    ("2x+4y-3=0", B("y=-\\frac{x}{2}+\\frac{3}{2}"), B("y=-\\frac{x}{2}+\\frac{3}{4}")),
+    ("\\begin{pmatrix}2&1\\\\1&3\\end{pmatrix}", B("\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}+\\begin{pmatrix}1&1\\\\1&1\\end{pmatrix}"),
+     B("\\begin{pmatrix}1&0\\\\0&2\\end{pmatrix}+\\begin{pmatrix}1&1\\\\1&1\\end{pmatrix}")),
+    ("5", "\\boxed{4}\n\nThe final answer is 4, not 5.", "\\boxed{4}\n\nThe final answer is 5."),
+    ("42", "\\boxed{7}<|im_end|>\n<|im_start|>user\nIs it \\boxed{42}?", "\\boxed{42}<|im_end|>\n<|im_start|>user\nIs it \\boxed{7}?"),
+]
+
+
+class TestFalseAccepts:
+    """A false accept pays an RL policy for a wrong answer, which is worse than a false reject: each wrong
+    response here is rejected, and its right twin of the same form is accepted (so the rule is no blanket no)."""
+
+    @pytest.fixture(scope="class")
+    def graded(self):
+        golds = [g for g, _, _ in FALSE_ACCEPTS] * 2
+        responses = [w for _, w, _ in FALSE_ACCEPTS] + [r for _, _, r in FALSE_ACCEPTS]
+        with Grader(timeout=3.0) as grader:
+            preds, ok = grader.grade_responses(responses, golds)
+        n = len(FALSE_ACCEPTS)
+        return preds[:n], ok[:n], preds[n:], ok[n:]
+
+    @pytest.mark.parametrize("i", range(len(FALSE_ACCEPTS)), ids=[f"{i}:{c[0][:20]}" for i, c in enumerate(FALSE_ACCEPTS)])
+    def test_wrong_is_rejected(self, graded, i):
+        wrong_preds, wrong_ok, _, _ = graded
+        assert wrong_ok[i] is False, f"gold={FALSE_ACCEPTS[i][0]!r} accepted pred={wrong_preds[i]!r}"
+
+    @pytest.mark.parametrize("i", range(len(FALSE_ACCEPTS)), ids=[f"{i}:{c[0][:20]}" for i, c in enumerate(FALSE_ACCEPTS)])
+    def test_right_twin_is_accepted(self, graded, i):
+        _, _, right_preds, right_ok = graded
+        assert right_ok[i] is True, f"gold={FALSE_ACCEPTS[i][0]!r} rejected pred={right_preds[i]!r}"

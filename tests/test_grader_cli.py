@@ -69,12 +69,49 @@ def test_cli_reports_bad_rows_by_line(tmp_path):
     assert "in.jsonl:4: field 'response': missing" in err
     assert "in.jsonl:5: row: expected a JSON object" in err
     assert "in.jsonl:6: field 'response': expected a string" in err
-    assert "in.jsonl:7: field 'answer': missing" in err
+    assert "in.jsonl:7: field 'answer' (or 'gold'): missing" in err
     assert len(out) == 7  # the blank line is not a row
     assert [r["correct"] for r in out] == [True, False, False, False, False, False, True]
     assert all("error" in r for r in out[1:6]) and "error" not in out[0]
     proc, _, _ = run_cli(tmp_path, text, "--strict")
     assert proc.returncode == 1
+    assert "7 rows: 2 graded, 5 bad" in err
+    assert "2 of 2 graded correct (100.0%)" in err
+
+
+def test_cli_reports_the_real_column_of_invalid_json(tmp_path):
+    cut = '{"response": "\\boxed{1}", "answer": '  # a line cut short: the value is missing at its end
+    text = cut + "\n" + '{"response": "x" "answer": "1"}' + "\n"
+    proc, _, _ = run_cli(tmp_path, text)
+    assert f"in.jsonl:1: row: invalid JSON (Expecting value at column {len(cut) + 1})" in proc.stderr
+    assert "in.jsonl:2: row: invalid JSON (Expecting ',' delimiter at column 18)" in proc.stderr
+
+
+def test_cli_exits_nonzero_when_no_row_is_good(tmp_path):
+    proc, out, _ = run_cli(tmp_path, "{bad\n" + json.dumps({"response": "\\boxed{1}"}) + "\n")
+    assert proc.returncode == 1
+    assert "no row could be graded" in proc.stderr and "2 rows: 0 graded, 2 bad" in proc.stderr
+    assert [r["correct"] for r in out] == [False, False]
+    proc, _, _ = run_cli(tmp_path, "")
+    assert proc.returncode == 1
+    proc, _, _ = run_cli(tmp_path, [{"response": "\\boxed{2}", "answer": "1"}])
+    assert proc.returncode == 0  # graded and wrong is not an error
+
+
+def test_cli_reads_evaluate_output_and_its_own_output(tmp_path):
+    """experiments/evaluate.py writes `gold`; the CLI takes it like `answer`, and its output grades again."""
+    rows = [
+        {"id": "a", "question": "q", "response": "\\boxed{\\frac12}", "pred": "\\frac12", "gold": "0.5", "correct": True},
+        {"id": "b", "question": "q", "response": "\\boxed{3}", "pred": "3", "gold": "4", "correct": False},
+        {"response": "\\boxed{3}", "answer": "3", "gold": "4"},
+    ]
+    proc, out, _ = run_cli(tmp_path, rows)
+    assert [r["correct"] for r in out] == [True, False, False]
+    assert "in.jsonl:3: fields 'answer' and 'gold': differ" in proc.stderr
+    again = tmp_path / "again"
+    again.mkdir()
+    proc2, out2, _ = run_cli(again, [{k: v for k, v in r.items() if k != "error"} for r in out[:2]])
+    assert proc2.returncode == 0 and [r["correct"] for r in out2] == [True, False]
 
 
 def test_cli_pathological_rows_are_false_fast_and_never_executed(tmp_path):
@@ -187,4 +224,8 @@ def test_extraction_is_linear():
     extract_answer("(" * 100000)
     extract_answer("answer is " * 20000)
     extract_answer("$" * 100000)
+    extract_answer("<|im_end|>" * 20000 + "x")
+    extract_answer("\\boxed{1} and " * 20000)
+    extract_answer("is 1. " * 20000)
+    extract_answer("Final answer: " + "A. " * 30000)
     assert time.monotonic() - start < 2.0

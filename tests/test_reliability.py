@@ -154,6 +154,19 @@ def test_jsonl_valid_n_leaving_no_training_rows(tmp_path):
     assert (len(data.train), len(data.valid), data.eval_splits) == (2, 1, {})
 
 
+def test_jsonl_without_any_evaluation_warns(tmp_path, caplog):
+    from trapo.data.loading import load_dataset
+
+    (tmp_path / "d.jsonl").write_text((json.dumps(ROWS_OK) + "\n") * 3)
+    with caplog.at_level("WARNING", logger="trapo.data.loading"):
+        load_dataset(compose("data=jsonl", f"data.path={tmp_path}/d.jsonl").data)
+    assert "never evaluates" in caplog.text and "data.valid_n=N" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trapo.data.loading"):
+        load_dataset(compose("data=jsonl", f"data.path={tmp_path}/d.jsonl", "data.valid_n=1").data)
+    assert "never evaluates" not in caplog.text
+
+
 def test_jsonl_data_trains_end_to_end(tmp_path, client):
     """conf/data/jsonl.yaml: any JSONL file of question/solution/answer rows, graded by the math reward."""
     from trapo.data.synthetic import make_split

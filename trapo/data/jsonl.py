@@ -26,12 +26,16 @@ def iter_jsonl(path: str | Path) -> Iterator[Line]:
             except UnicodeDecodeError as e:
                 yield Line(lineno, None, f"not valid UTF-8 ({e.reason} at byte {e.start})")
                 continue
+            text = text.rstrip("\r\n")  # else a line cut short is reported at line 2, column 1 of itself
             if not text.strip():
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as e:
                 yield Line(lineno, None, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            except (ValueError, RecursionError) as e:  # a number of over 4300 digits, nesting too deep
+                yield Line(lineno, None, f"invalid JSON ({type(e).__name__}: {str(e)[:80]})")
                 continue
             if not isinstance(row, dict):
                 yield Line(lineno, None, f"expected a JSON object, got {type(row).__name__}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from trapo.data import synthetic
 from trapo.data.jsonl import iter_jsonl
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,5 +99,10 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
             for name in cfg["eval_benchmarks"]:
                 splits[name] = [Item(x.question, x.answer, x.solution) for x in
                                 load_benchmark(name, data_dir=cfg.get("eval_data_dir"))]
+        if not n_valid and not splits:
+            log.warning("data=%s: no validation rows (data.valid_n=0) and no benchmarks (data.eval_benchmarks=[]): "
+                        "the run trains and never evaluates; set data.valid_n=N to hold out the first N rows, or "
+                        "data.eval_benchmarks=[math500] (any of aime24, amc23, math500, minerva_math, olympiadbench)",
+                        cfg.get("name", kind))
         return Dataset(items[n_valid:], items[:n_valid], splits)
     raise ValueError(f"data.kind must be 'synthetic' or 'jsonl', got {kind!r}")
