@@ -119,7 +119,7 @@ def fixed_setting(quick: bool, n_batches: int):
     model = Qwen2ForCausalLM(cfg).float().eval()
     problems = synthetic.make_split(w["n_prompts"] * n_batches, 3, 4, seed=7)
     texts = [p.question[: w["prompt_tokens"]] for p in problems]
-    prompts = [make_prompt(tok, t, p.solution, p.answer, tok.eos_token_id) for t, p in zip(texts, problems)]
+    prompts = [make_prompt(tok, t, p.base_solution, p.answer, tok.eos_token_id) for t, p in zip(texts, problems)]
     assert all(len(p.prompt_ids) == w["prompt_tokens"] for p in prompts), "one token per character"
     work = Work(prompts, [p.answer for p in problems], texts, n_prompts=w["n_prompts"], group_size=w["group_size"],
                 max_new_tokens=w["new_tokens"], stop_at_eos=False, micro_batch=w["micro_batch"])

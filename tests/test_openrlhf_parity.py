@@ -99,12 +99,12 @@ def _script_rollout(cfg, tok, problems):
     out = []
     for i, p in enumerate(problems):
         text = build_prompt(p.question, tok, PROMPT_TEMPLATE)
-        prompt = agent_mod.tokenize_prompt(tok, text, p.solution, p.answer)
+        prompt = agent_mod.tokenize_prompt(tok, text, p.base_solution, p.answer)
         rewards = iter(scripts[i])
         out.append(agent_mod.run_group(
             prompt, cfg, schedule, generate, lambda ids: tok.decode(ids, skip_special_tokens=True),
             lambda texts, golds: [next(rewards) for _ in texts], prompt_text=text,
-            label=agent_mod.encode_label(p.answer, p.solution), group_id=i, max_new_tokens=MAX_NEW))
+            label=agent_mod.encode_label(p.answer, p.base_solution), group_id=i, max_new_tokens=MAX_NEW))
     return [r for grp in out for r in grp]
 
 
