@@ -16,12 +16,7 @@ LR, STEPS = 5e-6, 10
 KW = dict(normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def flat(tensors) -> torch.Tensor:

@@ -22,12 +22,7 @@ from trapo.rollout import Sample
 PAD, EOS, VOCAB = 0, 1, 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_model(family: str = "qwen2", seed: int = 0, hidden: int = 32):

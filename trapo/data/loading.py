@@ -27,7 +27,7 @@ class Dataset:
     eval_splits: dict[str, list[Item]]
 
 
-def _to_items(problems, reference_style: str = "spaced") -> list[Item]:
+def _to_items(problems, reference_style: str) -> list[Item]:
     """Items whose reference solution is in the reference style ("spaced") or in the base model's own ("base")."""
     if reference_style not in ("spaced", "base"):
         raise ValueError(f"data.reference_style must be 'spaced' or 'base', got {reference_style!r}")
@@ -80,10 +80,10 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
         splits = {}
         for i, (name, spec) in enumerate(cfg["eval_splits"].items()):
             spec = {"steps": spec} if isinstance(spec, int) else spec
-            steps = int(spec["steps"])
-            splits[name] = _to_items(synthetic.make_split(
-                int(cfg["eval_n"]), steps, steps, seed=seed + 100 + i, exclude=seen,
-                skill_frac=1.0 if spec.get("skill") else 0.0, max_value=max_value))
+            split = {"n": cfg["eval_n"], "min_steps": spec["steps"], "max_steps": spec["steps"],
+                     "skill_frac": 1.0 if spec.get("skill") else 0.0}
+            splits[name] = _to_items(_synthetic_split(split, seed=seed + 100 + i, max_value=max_value, exclude=seen),
+                                     "spaced")
         style = str(cfg.get("reference_style") or "spaced")
         return Dataset(_to_items(train, style), _to_items(valid, style), splits)
     if kind == "jsonl":
