@@ -213,7 +213,7 @@ class OptimizerStateSwap:
         def put(name, entry):
             v, dev = entry
             if torch.is_tensor(v):
-                tensors[name] = v.detach().cpu().contiguous()
+                tensors[name] = v.detach().to("cpu", copy=True).contiguous()  # never an alias of live state
                 return {"tensor": name, "device": str(dev) if dev is not None else "cpu"}
             return {"value": v}
 
