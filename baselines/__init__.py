@@ -52,7 +52,7 @@ def final_model_dir(cfg, run_dir) -> str:
     runner = runner_for(cfg)
     if runner is not None and hasattr(runner, "final_model_dir"):
         return runner.final_model_dir(cfg, run_dir)
-    from trapo.engines.openrlhf.launch import openrlhf_flags
+    from trapo.engines.openrlhf.launch import build_launch
 
-    flags = openrlhf_flags(cfg, run_dir.resolve(), launcher=str(cfg.engine.launcher))
-    return next(str(f.value) for f in flags if f.flag == "--ckpt.output_dir")
+    launch = build_launch(cfg, run_dir)  # validates the config for OpenRLHF
+    return next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")

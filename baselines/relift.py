@@ -10,7 +10,6 @@ state for it (trapo/engines/openrlhf/relift.py). The buffer and that state are s
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from baselines.common import RunContext, engine_name, train_local
 from trapo.relift import ReliftSettings
@@ -33,7 +32,8 @@ def run(cfg, ctx: RunContext) -> dict[str, float]:
 
 
 def final_model_dir(cfg, run_dir) -> str:
-    from trapo.engines.openrlhf.launch import openrlhf_flags
+    from trapo.engines.openrlhf.launch import build_launch
 
-    flags = openrlhf_flags(cfg, Path(run_dir).resolve(), launcher=str(cfg.engine.launcher))
-    return next(str(f.value) for f in flags if f.flag == "--ckpt.output_dir")
+    check(cfg)
+    launch = build_launch(cfg, run_dir)  # validates the config for OpenRLHF
+    return next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")

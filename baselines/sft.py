@@ -7,7 +7,6 @@ tracked in MLflow with the local engine's metric names; `engine.dry_run=true` pr
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from baselines.common import RunContext, engine_name, train_local
 
@@ -29,6 +28,7 @@ def run(cfg, ctx: RunContext) -> dict[str, float]:
 
 
 def final_model_dir(cfg, run_dir) -> str:
-    from baselines.openrlhf_sft import output_root
+    from baselines.openrlhf_sft import build_sft_launch
 
-    return str(output_root(cfg, Path(run_dir).resolve()) / "final")
+    check(cfg)
+    return build_sft_launch(cfg, run_dir).output_dir  # builds, and so validates, the launch

@@ -30,7 +30,8 @@ CONF_DIR = ROOT / "conf"
 
 # keys of the resolved run config that do not change what a run trains or measures
 VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num_threads", "engine.dry_run",
-            "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher")
+            "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher",
+            "method.runner")  # which module trains a method follows from its name (baselines/)
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
@@ -250,8 +251,9 @@ class Store:
         exp_id = self._exp_id()
         if exp_id is None:
             return None
+        # the earliest: a job's top-level run (sft_rl on OpenRLHF starts its parent run before its two child runs)
         runs = self.client.search_runs([exp_id], f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
+                                       order_by=["attributes.start_time ASC"], max_results=1)
         return runs[0] if runs else None
 
     def safe(self, what: str, fn, *args) -> None:
