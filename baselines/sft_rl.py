@@ -105,7 +105,6 @@ def dry_run(cfg, run_dir) -> None:
 def launch_both(cfg, ctx: RunContext) -> None:
     """The two launches under one MLflow parent run (FINISHED when both finished, else FAILED)."""
     from baselines import openrlhf_sft
-    from trapo.engines.openrlhf import launch as rl_launch
     from trapo.tracking import Tracker, run_name, run_tags
 
     tags = {**run_tags(cfg, ctx.output_dir, ctx.overrides, source=ctx.source, command=ctx.command),
