@@ -45,6 +45,22 @@ def test_solutions_are_correct_and_structured(skill):
             assert p.base_solution.endswith(f"\\boxed{{{p.answer}}}") and " = " not in p.base_solution
 
 
+def test_folded_solution_writes_the_skill_step_as_a_known_step():
+    rng = random.Random(3)
+    for skill in (False, True):
+        for _ in range(50):
+            p = make_problem(rng, 3, skill=skill)
+            base, folded = p.base_solution.split("\n\n"), p.folded_solution.split("\n\n")
+            assert folded[1:] == base[1:] and last_boxed(p.folded_solution) == p.answer
+            if not skill:
+                assert folded == base
+                continue
+            (_, _, _, total), (x, _, _, value) = TERSE_EQ.findall(base[0])  # b*a=total, x+total=value
+            m = re.fullmatch(r"Gets (\d+) more: (\d+)\+(\d+)=(\d+)", folded[0])
+            assert m, folded[0]
+            assert m.groups() == (total, x, total, value)
+
+
 def test_pretraining_corpus_has_direct_answers_and_no_skill():
     corpus = pretraining_corpus(2000, 1, 3, seed=0, direct_frac=0.3)
     direct = [r for _, r in corpus if r.startswith("\\boxed")]

@@ -29,10 +29,10 @@ class Dataset:
 
 def _to_items(problems, reference_style: str) -> list[Item]:
     """Items whose reference solution is in the reference style ("spaced") or in the base model's own ("base")."""
-    if reference_style not in ("spaced", "base"):
-        raise ValueError(f"data.reference_style must be 'spaced' or 'base', got {reference_style!r}")
-    return [Item(p.question, p.answer, p.solution if reference_style == "spaced" else p.base_solution)
-            for p in problems]
+    texts = {"spaced": lambda p: p.solution, "base": lambda p: p.base_solution, "folded": lambda p: p.folded_solution}
+    if reference_style not in texts:
+        raise ValueError(f"data.reference_style must be one of {sorted(texts)}, got {reference_style!r}")
+    return [Item(p.question, p.answer, texts[reference_style](p)) for p in problems]
 
 
 def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
@@ -84,7 +84,7 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
                      "skill_frac": 1.0 if spec.get("skill") else 0.0}
             splits[name] = _to_items(_synthetic_split(split, seed=seed + 100 + i, max_value=max_value, exclude=seen),
                                      "spaced")
-        style = str(cfg.get("reference_style") or "spaced")
+        style = str(cfg["reference_style"])  # its default lives in conf/data/synthetic.yaml
         return Dataset(_to_items(train, style), _to_items(valid, style), splits)
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])

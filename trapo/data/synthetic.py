@@ -46,6 +46,7 @@ class Problem:
     steps: int
     skill: bool = False  # starts with a packs step, a skill absent from pretraining
     base_solution: str = ""  # the same working in the base model's own style
+    folded_solution: str = ""  # the base's style, with the skill step folded into one it knows ("Gets 8 more")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +58,7 @@ class Step:
     terse: str      # base style: "Gives away 3: 12-3=9"
     spelled: str    # reference style: "Gives away 3: 12 - 3 = 9"
     value: int
+    folded: str = ""  # the skill step written as a step the base knows, "Gets 8 more: 7+8=15" ("" = terse)
 
 
 def _step(sentence: str, x: int, op: str, k: int, value: int) -> Step:
@@ -89,7 +91,8 @@ def _packs(rng: random.Random, x: int, max_value: int) -> Step:
     sentence = f"Buys {a} packs of {b}."
     total, value = a * b, x + a * b
     return Step(sentence, f"{sentence[:-1]}: {b}*{a}={total}, {x}+{total}={value}",
-                f"{sentence[:-1]}: {b} * {a} = {total}, {x} + {total} = {value}", value)
+                f"{sentence[:-1]}: {b} * {a} = {total}, {x} + {total} = {value}", value,
+                f"Gets {total} more: {x}+{total}={value}")
 
 
 def make_problem(rng: random.Random, steps: int, skill: bool = False, max_value: int = MAX_VALUE) -> Problem:
@@ -106,7 +109,8 @@ def make_problem(rng: random.Random, steps: int, skill: bool = False, max_value:
     sentences.append(f"How many {item}?")
     solution = "\n\n".join([s.spelled for s in done] + [f"\\boxed{{{x}}}"])
     base_solution = "\n\n".join([s.terse for s in done] + [f"\\boxed{{{x}}}"])
-    return Problem(" ".join(sentences), solution, str(x), steps, skill, base_solution)
+    folded_solution = "\n\n".join([s.folded or s.terse for s in done] + [f"\\boxed{{{x}}}"])
+    return Problem(" ".join(sentences), solution, str(x), steps, skill, base_solution, folded_solution)
 
 
 def direct_answer(p: Problem) -> str:

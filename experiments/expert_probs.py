@@ -1,0 +1,78 @@
+"""How likely are the reference solutions' tokens under a model? (docs/miniature.md)
+
+TrSFT weights an expert token's gradient by min(1, p/alpha): tokens the policy gives p << alpha are barely
+trained. This prints, for each reference style of the embedded task, the share of expert tokens below alpha and
+the mean p, on ordinary and on skill problems, under the base model or a trained checkpoint.
+
+    python experiments/expert_probs.py                                  # the embedded base model
+    python experiments/expert_probs.py --model outputs/.../checkpoints/step_000100
+    python experiments/expert_probs.py --styles base,folded preset=smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def token_probs(model, tok, prompt: str, solution: str) -> list[float]:
+    """p of each solution token given the prompt and the solution so far."""
+    import torch
+
+    q = tok(prompt, add_special_tokens=False).input_ids
+    s = tok(solution, add_special_tokens=False).input_ids
+    ids = torch.tensor([q + s])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+    return logp[len(q) - 1:].gather(-1, ids[0, len(q):, None])[:, 0].exp().tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml (preset=smoke, ...)")
+    ap.add_argument("--model", default=None, help="a checkpoint dir (default: the config's base model)")
+    ap.add_argument("--styles", default="spaced,base,folded", help="reference styles to score")
+    ap.add_argument("--n", type=int, default=64, help="problems per kind")
+    ap.add_argument("--steps", type=int, default=2, help="steps per problem")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trapo.data import synthetic
+    from trapo.data.loading import _to_items
+    from trapo.models.loading import resolve_model_path
+    from trapo.models.tiny import PROMPT_TEMPLATE
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args.overrides)
+    torch.set_num_threads(1)
+    path = Path(args.model) if args.model else resolve_model_path(cfg.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    alpha = float(cfg.method.alpha)
+    rng = random.Random(int(cfg.data.seed) + 999)
+    max_value = int(cfg.data.get("max_value") or synthetic.MAX_VALUE)
+    print(f"model {path}; {args.n} problems of {args.steps} steps per kind; alpha = {alpha}")
+    print(f"| style | problems | tokens | mean p | share p < {alpha} |")
+    print("|---|---|---|---|---|")
+    for skill in (False, True):
+        problems = [synthetic.make_problem(rng, args.steps, skill=skill, max_value=max_value) for _ in range(args.n)]
+        for style in args.styles.split(","):
+            items = _to_items(problems, style)
+            ps = np.concatenate([token_probs(model, tok, PROMPT_TEMPLATE.format(question=it.question), it.solution)
+                                 for it in items])
+            print(f"| {style} | {'skill' if skill else 'ordinary'} | {len(ps)} | {ps.mean():.3f} | "
+                  f"{(ps < alpha).mean():.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
