@@ -78,7 +78,7 @@ def run_trl(cfg, lr: float, out_dir: Path) -> dict:
     from trapo.data.loading import load_dataset
     from trapo.engines.local import LocalEngine
     from trapo.models.loading import resolve_model_path
-    from trapo.prompts import build_prompt
+    from evaluation.prompts import build_prompt
     from trapo.rewards import build_reward
     from trapo.trainer import Trainer, seed_everything
 
