@@ -23,6 +23,9 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from trapo.guidance import GuidanceSchedule
+from trapo.rl_step import level_metric
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +37,7 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
-                *(f"train/guidance_level_{i}" for i in range(4)))
+                *(level_metric(i) for i in range(GuidanceSchedule().n_rounds)))
 
 
 # ---- specs, configs and hashes ----------------------------------------------------------------------
