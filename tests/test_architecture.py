@@ -245,8 +245,8 @@ def test_the_rl_step_glue_is_one_module(graph):
     """The trainer, the engines and the benchmark call trapo.rl_step for the step's glue (advantages from rewards
     and groups, the Dr.GRPO normaliser, LUFFY's prefix scale, the loss diagnostics) instead of writing it again:
     group advantages are computed there only."""
-    for mod in ("trapo.trainer", "trapo.engines.local", "trapo.engines.openrlhf.agent",
-                "trapo.engines.openrlhf.actor", "trapo.engines.openrlhf.mlflow_logger", "experiments.benchmark_systems"):
+    for mod in ("trapo.trainer", "trapo.engines.local", "trapo.engines.openrlhf.agent", "trapo.engines.openrlhf.actor",
+                "trapo.engines.openrlhf.mlflow_logger", "experiments.benchmark_systems"):
         assert "trapo.rl_step" in graph[mod], mod
     modules = find_modules(ROOT, ("trapo", "experiments"))
     computing = sorted(m for m, path in modules.items() if calls_of(path, {"group_advantages"}))

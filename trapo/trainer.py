@@ -407,9 +407,14 @@ class Trainer:
                 results[name] = self.evaluate(items, name)
                 bar.update(len(items))
         write_results(results, self.output_dir / "eval")
-        out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"])
-               for n, r in results.items()}
-        accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
-        if accs:
-            out["eval/avg_accuracy"] = float(np.mean(accs))
-        return out
+        return eval_metrics(results)
+
+
+def eval_metrics(results: Mapping[str, tuple[dict, list[dict]]]) -> dict[str, float]:
+    """A run's final metrics from `evaluation.runner.evaluate_items` results per split: valid/accuracy,
+    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid)."""
+    out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"]) for n, r in results.items()}
+    accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
+    if accs:
+        out["eval/avg_accuracy"] = float(np.mean(accs))
+    return out
