@@ -7,6 +7,7 @@ need besides the algorithm.
   benchmark.py     one RL step of ours against TRL's GRPOTrainer (benchmark_systems.py, benchmark_measure.py)
   crosscheck_trl.py  our GRPO against TRL's on the embedded default
   report/          Hydra composition of the runs, MLflow look-ups, subprocesses, tables, figures, READMEs
+  hydra_callbacks  what a Hydra multirun prints (conf/config.yaml `hydra.callbacks`)
 
 The scripts put the repository root on `sys.path` and import this folder as the package `experiments`.
 Nothing in `trapo/`, `baselines/` or `evaluation/` imports from here (tests/test_architecture.py).

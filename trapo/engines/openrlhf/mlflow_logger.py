@@ -4,8 +4,7 @@ OpenRLHF 0.11.2 logs only to wandb or tensorboard (`BasePPOTrainer.__init__` cre
 `self.tensorboard_logger`, `save_logs_and_checkpoints` calls its `log_train`/`log_eval`). `MlflowLogger`
 has the same three methods and takes that slot (`patches.ppo_trainer_class`). `trapo_metrics` turns the
 step status of OpenRLHF (with the `trapo/*` values of `actor.TrapoActorPPOTrainer`) into the metrics
-that the local trainer logs (`trapo.rl_step.rl_metrics`), so runs of both engines compare in one MLflow
-experiment.
+that the local trainer logs (`trapo.rl_step.rl_metrics`), so runs of both engines compare in one experiment.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from trapo.rl_step import TOKEN_SUMS, level_metric, token_metrics
+from trapo.rl_step import TOKEN_SUMS, level_metric, logs_guidance, token_metrics
 
 TIMING = {"timing/generation": "time/rollout_s", "timing/ppo_train": "time/update_s",
           "timing/step_total": "time/step_s", "timing/make_experience": "time/make_experience_s",
@@ -60,7 +59,6 @@ class MlflowLogger:
     def __init__(self, cfg, tracker=None):
         from trapo.config import guidance_schedule
         from trapo.engines.openrlhf.settings import to_container
-        from trapo.rl_step import logs_guidance
         from trapo.tracking import Tracker, flatten
 
         m = cfg.method
