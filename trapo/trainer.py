@@ -1,8 +1,9 @@
 """The training recipe: rollouts -> rewards -> advantages -> one update, for TRAPO and its baselines.
 
 One readable loop over steps. A method is a config (conf/method/*.yaml); its phases are SFT on
-reference solutions and/or RL with micro-group rollouts. Everything random derives from (seed, step),
-so a run resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+reference solutions and/or RL with micro-group rollouts, each step one call of `trapo.rl_step` (which
+OpenRLHF's engine and the benchmark call too). Everything random derives from (seed, step), so a run
+resumed from a checkpoint takes exactly the steps an uninterrupted one would.
 """
 
 from __future__ import annotations

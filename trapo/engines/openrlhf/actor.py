@@ -9,9 +9,9 @@ TRAPO's objective with the masks rebuilt from the per-sample scalars that the ro
     rl     = action_mask & ~expert                                     policy gradient with trapo_advantage
 
 Normaliser: the local engine divides every token sum of a step by n_samples x rollout.max_new_tokens
-(Dr.GRPO's constant, `trapo.rl_step.dr_grpo_normalizer`). DeepSpeed divides each micro-batch loss by the gradient-accumulation steps and
-averages gradients over data-parallel ranks, and OpenRLHF gives each micro-batch the step's sample count
-divided by those steps (`loss_batch_info["global_batch_size"]`), so
+(Dr.GRPO's constant, `trapo.rl_step.dr_grpo_normalizer`). DeepSpeed divides each micro-batch loss by the
+gradient-accumulation steps and averages gradients over data-parallel ranks, and OpenRLHF gives each
+micro-batch the step's sample count divided by those steps (`loss_batch_info["global_batch_size"]`), so
 
     normaliser = global_batch_size x max_new_tokens / dp_size
 
