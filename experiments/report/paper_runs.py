@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapo.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
+from experiments.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
 
 LOCAL_ONLY = ("sft", "sft_rl")  # method.sft_fraction > 0: OpenRLHF has no SFT phase here
 
