@@ -5,7 +5,7 @@ r"""Generation back ends behind one interface.
 
 `generate` returns, for each prompt, `n` completions (the model's text after the prompt). A back end may
 carry a `tokenizer` and a `prompt_template`, which the runner uses to format prompts with
-`trapo.prompts.build_prompt`; one that needs the items themselves (the reference back end) has
+`evaluation.prompts.build_prompt`; one that needs the items themselves (the reference back end) has
 `prepare(items, prompts)`. The training engine can pass its own object with the same `generate`.
 
   hf         transformers, batched, CPU or GPU (`HFBackend`)
@@ -128,18 +128,22 @@ class VLLMBackend:
         return [[c.text for c in o.outputs] for o in outputs]
 
 
-def build_backend(cfg, device: str | None = None) -> Backend:
-    """The back end named by ``cfg.backend`` (reference | hf | vllm), with ``cfg.model`` for the model ones."""
+def build_backend(cfg, device: str | None = None, load_model=None) -> Backend:
+    """The back end named by ``cfg.backend`` (reference | hf | vllm), with ``cfg.model`` for the model ones.
+
+    ``load_model(model_cfg, device) -> (model, tokenizer, prompt_template)`` loads the model of the `hf` back end
+    (experiments/evaluate.py passes `trapo.models.loading.load_model_and_tokenizer`: evaluation/ imports nothing
+    of trapo/)."""
     kind = str(cfg.backend)
     if kind == "reference":
         return ReferenceBackend()
     if kind == "hf":
         import torch
 
-        from trapo.models.loading import load_model_and_tokenizer
-
+        if load_model is None:
+            raise ValueError("backend=hf needs `load_model` (e.g. trapo.models.loading.load_model_and_tokenizer)")
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tok, template = load_model_and_tokenizer(cfg.model, device=dev)
+        model, tok, template = load_model(cfg.model, device=dev)
         return HFBackend(model, tok, template, batch_size=cfg.get("batch_size", 8), top_p=cfg.get("top_p", 1.0), progress=cfg.get("progress", True), name=str(cfg.model.get("name", "hf")))
     if kind == "vllm":
         if cfg.model.kind not in ("hf",):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from evaluation.answer import gold_to_text
 from evaluation.extract import last_boxed_answer
-from trapo.data.jsonl import iter_jsonl
+from evaluation.jsonl import iter_jsonl
 
 DEFAULT_BENCHMARKS = ("aime24", "amc23", "math500", "minerva_math", "olympiadbench")
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import time
 from evaluation.answer import gold_to_text
 from evaluation.extract import extract_answer
 from evaluation.grader import DEFAULT_TIMEOUT, Grader
-from trapo.data.jsonl import iter_jsonl
+from evaluation.jsonl import iter_jsonl
 
 
 GOLD_FIELDS = ("answer", "gold")  # grading input and experiments/evaluate.py output

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from evaluation.benchmarks import Item, benchmark_names, load_benchmark
 from evaluation.grader import Grader
 from evaluation.metrics import sampling_metrics
-from trapo.prompts import build_prompt
+from evaluation.prompts import build_prompt
 
 
 def as_item(obj: Any, index: int = 0) -> Item:

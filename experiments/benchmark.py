@@ -32,13 +32,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from benchmark_measure import (ModelShape, grading_throughput, matmul_peak_gflops, peak_rss_mb,  # noqa: E402
-                               shared_flops, task_flops)
-from benchmark_systems import PHASES, OursSystem, Work, interleaved, make_prompt, make_trl_system  # noqa: E402
+from experiments.benchmark_measure import (ModelShape, grading_throughput, matmul_peak_gflops,  # noqa: E402
+                                           peak_rss_mb, shared_flops, task_flops)
+from experiments.benchmark_systems import PHASES, OursSystem, Work, interleaved, make_trl_system  # noqa: E402
+from trapo.rollout import tokenize_prompt  # noqa: E402
 
 RESULT_KEYS = ("ours_grpo_step_s", "ours_trapo_step_s", "trl_grpo_step_s", "trapo_over_grpo", "ours_over_trl",
                "ours_over_trl_real", "grade_items_per_s")
@@ -49,8 +49,9 @@ FIXED_MODEL = dict(hidden_size=256, intermediate_size=640, num_hidden_layers=4, 
                    num_key_value_heads=4)
 QUICK_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                    num_key_value_heads=2)
-FIXED_WORK = dict(n_prompts=16, group_size=8, prompt_tokens=32, new_tokens=64, micro_batch=32)
-QUICK_WORK = dict(n_prompts=2, group_size=8, prompt_tokens=16, new_tokens=12, micro_batch=8)
+# (the group size is the run config's train.group_size, as in the real setting)
+FIXED_WORK = dict(n_prompts=16, prompt_tokens=32, new_tokens=64, micro_batch=32)
+QUICK_WORK = dict(n_prompts=2, prompt_tokens=16, new_tokens=12, micro_batch=8)
 
 
 def parse_args(argv=None):
@@ -88,18 +89,13 @@ def compose(quick: bool, *overrides: str):
 
 
 def methods(quick: bool) -> dict:
-    """name -> (method config, guidance schedule) for our GRPO and TRAPO, exactly as the trainer builds them."""
-    from trapo.trainer import guidance_schedule
+    """name -> (method config, RL schedule) for our GRPO and TRAPO, exactly as the trainer builds them."""
+    from trapo.config import rl_schedule
 
     out = {}
     for name in ("grpo", "trapo"):
         cfg = compose(quick, f"method={name}")
-        sched = guidance_schedule(cfg)
-        if cfg.method.guidance != "adaptive":  # trapo.trainer.Trainer: one round of group_size samples
-            from trapo.guidance import GuidanceSchedule
-
-            sched = GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
-        out[name] = (cfg.method, sched)
+        out[name] = (cfg.method, rl_schedule(cfg))
     return out
 
 
@@ -119,10 +115,11 @@ def fixed_setting(quick: bool, n_batches: int):
     model = Qwen2ForCausalLM(cfg).float().eval()
     problems = synthetic.make_split(w["n_prompts"] * n_batches, 3, 4, seed=7)
     texts = [p.question[: w["prompt_tokens"]] for p in problems]
-    prompts = [make_prompt(tok, t, p.base_solution, p.answer, tok.eos_token_id) for t, p in zip(texts, problems)]
+    prompts = [tokenize_prompt(tok, t, p.base_solution, p.answer) for t, p in zip(texts, problems)]
     assert all(len(p.prompt_ids) == w["prompt_tokens"] for p in prompts), "one token per character"
-    work = Work(prompts, [p.answer for p in problems], texts, n_prompts=w["n_prompts"], group_size=w["group_size"],
-                max_new_tokens=w["new_tokens"], stop_at_eos=False, micro_batch=w["micro_batch"])
+    work = Work(prompts, [p.answer for p in problems], texts, n_prompts=w["n_prompts"],
+                group_size=int(compose(quick).train.group_size), max_new_tokens=w["new_tokens"], stop_at_eos=False,
+                micro_batch=w["micro_batch"])
     return model, tok, work
 
 
@@ -132,14 +129,14 @@ def real_setting(quick: bool, n_batches: int):
 
     from trapo.data.loading import load_dataset
     from trapo.models.loading import load_model_and_tokenizer
-    from trapo.prompts import build_prompt
+    from evaluation.prompts import build_prompt
 
     cfg = compose(quick)
     hf_logging.disable_progress_bar()
     model, tok, template = load_model_and_tokenizer(cfg.model, device="cpu")
     items = load_dataset(cfg.data).train[: int(cfg.train.prompts_per_step) * n_batches]
     texts = [build_prompt(it.question, tok, template) for it in items]
-    prompts = [make_prompt(tok, t, it.solution, it.answer, tok.eos_token_id) for t, it in zip(texts, items)]
+    prompts = [tokenize_prompt(tok, t, it.solution, it.answer) for t, it in zip(texts, items)]
     n_prompts = int(cfg.train.prompts_per_step)
     work = Work(prompts, [it.answer for it in items], texts, n_prompts=n_prompts,
                 group_size=int(cfg.train.group_size), max_new_tokens=int(cfg.rollout.max_new_tokens),
@@ -240,7 +237,7 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    from trapo.report.readme import machine_info  # the same description results/*/README.md gives
+    from experiments.report.readme import machine_info  # the same description results/*/README.md gives
 
     info = machine_info()
     return {"cpu": info["cpu"] or "unknown", "cores": info["cores"]}

@@ -1,7 +1,8 @@
 """The systems experiments/benchmark.py times: our local engine (GRPO and TRAPO steps) and TRL's GRPOTrainer.
 
 Each system runs `run(k)`: k RL steps (rollouts -> rewards -> advantages -> one update), and returns one record
-per step: wall time per phase and the samples' lengths (for the FLOP count).
+per step: wall time per phase and the samples' lengths (for the FLOP count). Ours is the trainer's own step,
+`trapo.rl_step.rl_step`, with timers around its generation and reward calls.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from trapo import advantages as adv_lib
 from trapo.engines.local import LocalEngine
 from trapo.guidance import GuidanceSchedule
-from trapo.prefix import break_ends_from_offsets
-from trapo.rollout import Prompt, Sample, rollout
+from trapo.rl_step import rl_step
+from trapo.rollout import Prompt, Sample
 
 PHASES = ("generation", "reward", "rollout_other", "logprobs", "backward", "optimizer", "other")
 
@@ -50,16 +50,9 @@ class Work:
     lr: float = 1e-6  # tiny: the policy must not drift between blocks (the work, not the learning, is measured)
 
 
-def make_prompt(tokenizer, text: str, solution: str, gold: str, eos_id: int) -> Prompt:
-    """A training prompt as trapo.trainer builds it: ids, reference solution + EOS, its paragraph breaks."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    enc = tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
-    return Prompt(ids, list(enc.input_ids) + [eos_id], break_ends_from_offsets(solution, enc.offset_mapping), gold)
-
-
 # ------------------------------------------------------------------------------------------------ ours
 class OursSystem:
-    """One RL step of trapo's local engine, as trapo.trainer.Trainer._rl_step runs it."""
+    """One RL step of trapo's local engine: `trapo.rl_step.rl_step`, the step trapo.trainer.Trainer runs."""
 
     def __init__(self, name: str, model, tokenizer, work: Work, method, schedule: GuidanceSchedule,
                  reward_fn: Callable, seed: int = 0):
@@ -76,7 +69,7 @@ class OursSystem:
         return [pool[(start + i) % len(pool)] for i in range(n)]
 
     def step(self) -> StepRecord:
-        w, m, eng = self.work, self.method, self.engine
+        w, eng = self.work, self.engine
         eng.times.clear()
         reward_s = 0.0
 
@@ -99,24 +92,13 @@ class OursSystem:
             return outs
 
         t0 = time.perf_counter()
-        samples, _ = rollout(
-            self._batch(), self.schedule, generate=generate,
-            decode=eng.decode, reward_fn=timed_reward, max_response_tokens=w.max_new_tokens,
-            adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
-        )
-        rewards = torch.tensor([s.reward for s in samples])
-        groups = torch.tensor([s.group for s in samples])
-        in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
-        for s, a in zip(samples, adv_lib.group_advantages(rewards, groups, in_base,
-                                                          scale_by_std=bool(m.scale_by_std)).tolist()):
-            s.advantage = a
-        t_roll = time.perf_counter() - t0
-        eng.train_step(samples, normalizer=float(len(samples) * w.max_new_tokens), prefix_loss=m.prefix_loss,
-                       alpha=float(m.alpha), gamma=float(m.gamma), entropy_coef=float(m.entropy_coef))
+        res = rl_step(eng, self._batch(), self.schedule, self.method, generate=generate, decode=eng.decode,
+                      reward_fn=timed_reward, max_new_tokens=w.max_new_tokens)
         total = time.perf_counter() - t0
         self.steps_done += 1
+        samples = res.rollouts.samples
         sec = {"step": total, "generation": eng.times["generate"], "reward": reward_s,
-               "rollout_other": t_roll - eng.times["generate"] - reward_s,
+               "rollout_other": res.rollout_s - eng.times["generate"] - reward_s,
                "logprobs": eng.times["logprobs"], "backward": eng.times["backward"],
                "optimizer": eng.times["optimizer"]}
         sec["other"] = total - sum(sec[p] for p in PHASES if p in sec)

@@ -78,9 +78,9 @@ def run_trl(cfg, lr: float, out_dir: Path) -> dict:
     from trapo.data.loading import load_dataset
     from trapo.engines.local import LocalEngine
     from trapo.models.loading import resolve_model_path
-    from trapo.prompts import build_prompt
+    from evaluation.prompts import build_prompt
     from trapo.rewards import build_reward
-    from trapo.trainer import Trainer, seed_everything
+    from trapo.trainer import Trainer, eval_metrics, seed_everything
 
     transformers.logging.set_verbosity_error()
     logging.getLogger("trl").setLevel(logging.ERROR)
@@ -130,19 +130,16 @@ def run_trl(cfg, lr: float, out_dir: Path) -> dict:
 
     engine = LocalEngine(trainer.model.eval(), tok, lr=0.0, device="cpu" if not torch.cuda.is_available() else "cuda")
     backend, grader, ev = EngineBackend(engine, template, int(cfg.eval.batch_size)), Grader(progress=False), cfg.eval
-    final = {}
+    results = {}
     try:
         for name, items in [("valid", data.valid), *data.eval_splits.items()]:
             if items:
-                s, _ = evaluate_items(items, backend, grader, n_samples=int(ev.n_samples),
-                                      temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
-                                      seed=int(cfg.seed), name=name)
-                final["valid/accuracy" if name == "valid" else f"eval/{name}/accuracy"] = float(s["accuracy"])
+                results[name] = evaluate_items(items, backend, grader, n_samples=int(ev.n_samples),
+                                               temperature=float(ev.temperature),
+                                               max_new_tokens=int(ev.max_new_tokens), seed=int(cfg.seed), name=name)
     finally:
         grader.close()
-    accs = [v for k, v in final.items() if k.startswith("eval/")]
-    if accs:
-        final["eval/avg_accuracy"] = float(np.mean(accs))
+    final = eval_metrics(results)
     return {"reward": curve, "eval": final, "seconds": time.time() - t0}
 
 

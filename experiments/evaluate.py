@@ -57,6 +57,7 @@ def main(cfg: DictConfig) -> float:
     from evaluation.backends import build_backend
     from evaluation.grader import Grader
     from evaluation.runner import evaluate_benchmarks, write_results
+    from trapo.models.loading import load_model_and_tokenizer
 
     start = time.monotonic()
     if cfg.get("torch_threads"):
@@ -66,7 +67,7 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(HydraConfig.get().runtime.output_dir)
     grader = Grader(workers=cfg.grader.workers, timeout=cfg.grader.timeout, progress=cfg.progress)
     try:
-        backend = build_backend(cfg, device=cfg.device)
+        backend = build_backend(cfg, device=cfg.device, load_model=load_model_and_tokenizer)
         results = evaluate_benchmarks(
             cfg.benchmarks, backend, grader, data_dir=cfg.data_dir, n_samples=cfg.n_samples, limit=cfg.limit,
             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, n_boot=cfg.bootstrap,

@@ -20,12 +20,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
-REPRODUCE_KEYS = ("seeds", "output_dir", "run_root", "experiment", "dry_run", "reuse", "missing", "overrides", "methods",
-                  "ablation", "alphas", "passk", "run_overrides", "benchmarks", "bootstrap", "figures", "index",
-                  "presets")
+def reproduce_keys(path: Path = ROOT / "conf" / "reproduce.yaml") -> tuple[str, ...]:
+    """reproduce.py's own settings: the top-level keys conf/reproduce.yaml adds to the run config (one list)."""
+    from omegaconf import OmegaConf
+
+    return tuple(str(k) for k in OmegaConf.load(path) if k not in ("defaults", "hydra"))
+
+
+REPRODUCE_KEYS = reproduce_keys()
 
 
 def override_key(override: str) -> str:
@@ -52,7 +58,7 @@ def settings(cfg: DictConfig, preset: str, task_overrides: list[str]) -> DictCon
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from trapo.report.pipeline import run
+    from experiments.report.pipeline import run
 
     hc = HydraConfig.get()
     task = list(hc.overrides.task)

@@ -105,6 +105,7 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
     from trapo.data.synthetic import make_split
     from trapo.engines.local import LocalEngine
     from trapo.models.tiny import build_tiny_model
+    from trapo.rl_step import update
 
     torch.manual_seed(0)
     lr = P.LR
@@ -119,7 +120,6 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     responses = P._script_rollout(cfg, tok, make_split(2, 3, 4, seed=11))
     samples = [P._sample_from_response(r) for r in responses]
-    normalizer = float(len(samples) * P.MAX_NEW)
 
     # the local engine on CUDA in bf16 (fp32 masters): loss and the gradient before clipping
     cuda = device == "cuda"
@@ -137,9 +137,7 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
 
     torch.nn.utils.clip_grad_norm_ = recording_clip
     try:
-        st = engine.train_step(samples, normalizer=normalizer, prefix_loss=str(cfg.method.prefix_loss),
-                               alpha=float(cfg.method.alpha), gamma=float(cfg.method.gamma),
-                               entropy_coef=float(cfg.method.entropy_coef))
+        st = update(engine, samples, cfg.method, P.MAX_NEW)  # the trainer's update (Dr.GRPO normaliser)
     finally:
         torch.nn.utils.clip_grad_norm_ = clip
     local_names = [n for n, _ in engine.model.named_parameters()]

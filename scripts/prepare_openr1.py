@@ -8,7 +8,7 @@
 The hub rows are verl-style: `prompt` (chat turns; the question is the last user turn), `target` (the
 reference solution as assistant turns) and `reward_model.ground_truth` (the answer). Each output row is
 {"question", "solution", "answer"}; the Qwen2.5-Math instruction is stripped from the question because
-`trapo.prompts.build_prompt` adds it. Rows already in that flat shape pass through.
+`evaluation.prompts.build_prompt` adds it. Rows already in that flat shape pass through.
 """
 
 from __future__ import annotations

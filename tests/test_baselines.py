@@ -1,7 +1,6 @@
-"""baselines/: which runner trains which method, the runners' checks, and the dependency direction
-evaluation <- trapo <- baselines <- experiments (trapo never imports baselines)."""
+"""baselines/: which runner trains which method and the runners' checks (the layering evaluation <- trapo <-
+baselines <- experiments is tests/test_architecture.py's)."""
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -53,21 +52,3 @@ def test_final_model_dir(tmp_path):
         str(tmp_path.resolve() / "openrlhf" / "final")  # the RL phase's, not the SFT phase's (openrlhf/sft/final)
     assert baselines.final_model_dir(cfg("method=grpo", "preset=paper"), tmp_path) == \
         str(tmp_path.resolve() / "openrlhf" / "final")
-
-
-def _imports(path: Path) -> set[str]:
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module.split(".")[0])
-    return out
-
-
-def test_trapo_does_not_import_baselines():
-    # trapo/report/ is the reproduce report, which issue 14 moves to experiments/report/ (it names the runners)
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "trapo").rglob("*.py")
-                 if "report" not in p.relative_to(ROOT / "trapo").parts and "baselines" in _imports(p)]
-    assert offenders == []
-    assert not any("experiments" in _imports(p) for p in (ROOT / "baselines").rglob("*.py"))

@@ -52,7 +52,7 @@ def test_smollm2_generates_and_is_graded():
         torch.set_num_threads(threads)
     assert summary["n"] == 2 and 0.0 <= summary["accuracy"] <= 1.0
     assert all(isinstance(r["response"], str) and r["response"].strip() for r in rows)
-    from trapo.prompts import build_prompt
+    from evaluation.prompts import build_prompt
 
     prompt = build_prompt(items[0].question, tokenizer=tok)
     assert "<|im_start|>user" in prompt and "\\boxed{}" in prompt

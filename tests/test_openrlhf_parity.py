@@ -37,8 +37,9 @@ pytestmark = pytest.mark.openrlhf
 
 from trapo.advantages import zero_signal_fraction  # noqa: E402
 from trapo.engines.local import LocalEngine  # noqa: E402
+from trapo.rl_step import update  # noqa: E402
 from trapo.models.tiny import PROMPT_TEMPLATE, build_tiny_model  # noqa: E402
-from trapo.prompts import build_prompt  # noqa: E402
+from evaluation.prompts import build_prompt  # noqa: E402
 from trapo.rollout import Sample  # noqa: E402
 from trapo.data.synthetic import make_split  # noqa: E402
 
@@ -119,7 +120,7 @@ def _sample_from_response(r) -> Sample:
 
 
 def _local_metrics(samples, st, n_levels):
-    """`Trainer._rl_step`'s metrics from the local engine's train_step statistics."""
+    """`trapo.rl_step.rl_metrics` (the trainer's), written out again from the samples and the train_step statistics."""
     unguided = [s for s in samples if not s.guided]
     levels = {}
     for s in samples:
@@ -175,10 +176,7 @@ def both_engines():
 
     torch.nn.utils.clip_grad_norm_ = recording_clip
     try:
-        normalizer = float(len(samples) * MAX_NEW)  # trapo.trainer.Trainer._rl_step's Dr.GRPO constant
-        st = engine.train_step(samples, normalizer=normalizer, prefix_loss=str(cfg.method.prefix_loss),
-                               alpha=float(cfg.method.alpha), gamma=float(cfg.method.gamma),
-                               entropy_coef=float(cfg.method.entropy_coef))
+        st = update(engine, samples, cfg.method, MAX_NEW)  # the trainer's update, Dr.GRPO's constant normaliser
     finally:
         torch.nn.utils.clip_grad_norm_ = orig_clip
     n_levels = 4

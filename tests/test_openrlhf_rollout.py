@@ -26,7 +26,7 @@ agent_mod, actor_mod, sg_mod, exp_mod, vllm = openrlhf_modules(
 from trapo.data.synthetic import make_split  # noqa: E402
 from trapo.models.tiny import PROMPT_TEMPLATE, build_char_tokenizer  # noqa: E402
 from trapo.prefix import cut_index  # noqa: E402
-from trapo.prompts import build_prompt  # noqa: E402
+from evaluation.prompts import build_prompt  # noqa: E402
 from trapo.rewards import last_boxed  # noqa: E402
 
 MAX_NEW = 160  # the response cap (prefix + completion): room for the whole 3-4-step solutions and an answer

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from trapo.report import paper_numbers as paper
-from trapo.report import readme
-from trapo.report import tables as tab
-from trapo.report.jobs import build_jobs, compose_run, config_hash, plan_specs
+from experiments.report import paper_numbers as paper
+from experiments.report import readme
+from experiments.report import tables as tab
+from experiments.report.jobs import build_jobs, compose_run, config_hash, plan_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

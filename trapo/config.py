@@ -1,11 +1,37 @@
-"""Checks on a resolved run config, done before any work starts (bad values fail with their key)."""
+"""The resolved run config: its checks, done before any work starts (bad values fail with their key), and the
+micro-group schedules derived from it, for every engine.
+
+`guidance_schedule` is the configured schedule (conf `guidance`: a preset, fields overridden); `rl_schedule` is
+the one the RL phase samples with: that schedule for adaptive methods, else one round of `train.group_size`.
+`validate_config` is the one place that checks their group size against `train.group_size`.
+"""
 
 from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from trapo.guidance import PRESETS
+from trapo.guidance import PRESETS, GuidanceSchedule
 from trapo.losses import PREFIX_LOSSES
+
+
+def guidance_schedule(cfg) -> GuidanceSchedule:
+    """The configured micro-group schedule: `guidance.preset`, with any field set in `guidance` replacing its own."""
+    g = cfg.guidance
+    base = PRESETS[g.preset]
+    return GuidanceSchedule(
+        group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,
+        prefix_ratios=tuple(g.prefix_ratios) if g.get("prefix_ratios") is not None else base.prefix_ratios,
+        thresholds=tuple(g.thresholds) if g.get("thresholds") is not None else base.thresholds,
+        dedupe_prefix_loss=bool(g.dedupe_prefix_loss),
+    )
+
+
+def rl_schedule(cfg) -> GuidanceSchedule:
+    """The schedule of the RL phase: `guidance_schedule` for adaptive methods, else one round of train.group_size
+    (GRPO; LUFFY mixes its reference into that round)."""
+    if cfg.method.guidance == "adaptive":
+        return guidance_schedule(cfg)
+    return GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
 
 
 def _fail(key: str, msg: str) -> None:
@@ -59,12 +85,11 @@ def validate_config(cfg) -> None:
     if d.kind not in ("synthetic", "jsonl"):
         _fail("data.kind", f"must be 'synthetic' or 'jsonl', got {d.kind!r}")
     # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds)
-    from trapo.trainer import guidance_schedule
-
     try:
-        sched = guidance_schedule(cfg)
+        guidance_schedule(cfg)
+        sched = rl_schedule(cfg)
     except ValueError as e:
         raise ValueError(f"config {e}") from None
-    if m.guidance == "adaptive" and sched.group_size != int(t.group_size):
+    if sched.group_size != int(t.group_size):
         _fail("guidance.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
               f"but train.group_size is {t.group_size}")

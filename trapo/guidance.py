@@ -15,6 +15,8 @@ import torch
 
 @dataclass(frozen=True)
 class GuidanceSchedule:
+    """The defaults are the paper's schedule (`PRESETS["paper"]`): micro-groups (4, 2, 1, 1) of G = 8."""
+
     group_sizes: tuple[int, ...] = (4, 2, 1, 1)
     prefix_ratios: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
@@ -71,9 +73,9 @@ class GuidanceSchedule:
 
 PRESETS: dict[str, GuidanceSchedule] = {
     # the paper's text
-    "paper": GuidanceSchedule((4, 2, 1, 1), (0.0, 0.2, 0.5, 1.0), (0.5, 0.7, 0.9)),
-    # the authors' code: counts 2/4, 4/6, 7/7 and level-1 ratio 0.25
-    "official_code": GuidanceSchedule((4, 2, 1, 1), (0.0, 0.25, 0.5, 1.0), (2 / 4, 4 / 6, 7 / 7)),
+    "paper": GuidanceSchedule(),
+    # the authors' code: the same micro-groups; counts 2/4, 4/6, 7/7 and level-1 ratio 0.25
+    "official_code": GuidanceSchedule(prefix_ratios=(0.0, 0.25, 0.5, 1.0), thresholds=(2 / 4, 4 / 6, 7 / 7)),
 }
 
 

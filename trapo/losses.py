@@ -60,7 +60,7 @@ def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, normalizer: float | Non
     return masked_mean(sft_token_loss(logprobs), mask, normalizer)
 
 
-def luffy_token_loss(logprobs: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
+def luffy_token_loss(logprobs: torch.Tensor, gamma: float) -> torch.Tensor:
     """LUFFY's policy shaping on expert tokens with advantage +1: loss_t = -f(p), f(p) = p / (p + gamma).
 
     Gradient w.r.t. log p is -gamma * p / (p + gamma)^2: large for mid-probability tokens, small for
@@ -98,14 +98,22 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def prefix_token_loss(logprobs: torch.Tensor, kind: str, alpha: float = 0.1, gamma: float = 0.1) -> torch.Tensor:
-    """The loss on expert-prefix tokens for each method of the ablation chain."""
+def _setting(value: float | None, name: str, kind: str) -> float:
+    if value is None:
+        raise ValueError(f"prefix loss {kind!r} needs {name} (the method config's method.{name})")
+    return float(value)
+
+
+def prefix_token_loss(logprobs: torch.Tensor, kind: str, alpha: float | None = None,
+                      gamma: float | None = None) -> torch.Tensor:
+    """The loss on expert-prefix tokens for each method of the ablation chain. TrSFT needs its trust region
+    `alpha`, LUFFY its shaping `gamma`; both come from the method config (conf/method/), never from a default."""
     if kind == "trsft":
-        return trsft_token_loss(logprobs, alpha)
+        return trsft_token_loss(logprobs, _setting(alpha, "alpha", kind))
     if kind == "sft":
         return sft_token_loss(logprobs)
     if kind == "luffy":
-        return luffy_token_loss(logprobs, gamma)
+        return luffy_token_loss(logprobs, _setting(gamma, "gamma", kind))
     if kind == "none":
         return torch.zeros_like(logprobs)
     raise ValueError(f"unknown prefix loss {kind!r}; expected one of {PREFIX_LOSSES}")
@@ -125,9 +133,9 @@ def policy_loss(
     rl_mask: torch.Tensor,
     prefix_mask: torch.Tensor,
     *,
-    prefix_loss: str = "trsft",
-    alpha: float = 0.1,
-    gamma: float = 0.1,
+    prefix_loss: str,
+    alpha: float | None = None,
+    gamma: float | None = None,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
     normalizer: float | None = None,
@@ -139,6 +147,7 @@ def policy_loss(
     All tensors are [batch, tokens] except `advantages` ([batch]). `rl_mask` marks generated tokens,
     `prefix_mask` the expert-prefix tokens that carry the prefix loss (deduplicated by the caller).
     Token sums are divided by one constant `normalizer` (Dr.GRPO: the maximum response length).
+    `alpha` (TrSFT) and `gamma` (LUFFY) are needed by their prefix loss only (`prefix_token_loss`).
     The entropy bonus is subtracted on RL tokens. GRPO is `prefix_loss="none"` with no prefixes;
     SFT is an all-zero `rl_mask` with `prefix_loss="sft"` on the whole reference solution.
     """

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from trapo.guidance import GuidanceSchedule, guidance_levels
-from trapo.prefix import cut_index
+from trapo.prefix import break_ends_from_offsets, cut_index
 
 
 @dataclass
@@ -30,6 +30,17 @@ class Prompt:
     solution_ids: list[int]
     solution_breaks: list[int]  # token positions just after each paragraph break of the solution
     gold: str
+
+
+def tokenize_prompt(tokenizer, prompt_text: str, solution: str, gold: str, eos_id: int | None = None) -> Prompt:
+    """A `Prompt` from an already formatted prompt (`evaluation.prompts.build_prompt`) and its reference solution,
+    which gets EOS (default: the tokenizer's) and the token positions of its paragraph breaks. Every engine builds
+    its prompts with this (the local trainer, OpenRLHF's rollout agent, the benchmark)."""
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    enc = tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
+    eos = tokenizer.eos_token_id if eos_id is None else eos_id
+    return Prompt(list(prompt_ids), list(enc.input_ids) + [eos], break_ends_from_offsets(solution, enc.offset_mapping),
+                  str(gold))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The training recipe: rollouts -> rewards -> advantages -> one update, for TRAPO and its baselines.
 
 One readable loop over steps. A method is a config (conf/method/*.yaml); its phases are SFT on
-reference solutions and/or RL with micro-group rollouts. Everything random derives from (seed, step),
-so a run resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+reference solutions and/or RL with micro-group rollouts, each step one call of `trapo.rl_step` (which
+OpenRLHF's engine and the benchmark call too). Everything random derives from (seed, step), so a run
+resumed from a checkpoint takes exactly the steps an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -17,25 +18,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from trapo import advantages as adv_lib
+from evaluation.prompts import build_prompt
 from trapo.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from trapo.checkpoint import Checkpointer, CheckpointState
-from trapo.config import validate_config
+from trapo.config import guidance_schedule, rl_schedule, validate_config
 from trapo.data.loading import Dataset, Item, load_dataset
 from trapo.engines.local import LocalEngine
-from trapo.guidance import PRESETS, GuidanceSchedule
 from trapo.models.loading import check_model_source, load_model_and_tokenizer
-from trapo.prefix import break_ends_from_offsets
-from trapo.prompts import build_prompt
 from trapo.rewards import build_reward
-from trapo.rollout import Prompt, Sample, rollout
+from trapo.rollout import Prompt, tokenize_prompt
+from trapo.rl_step import rl_metrics, rl_step, sft_metrics, sft_step
 from trapo.tracking import Tracker, check_reachable, run_name, run_tags, ui_hint
 
 log = logging.getLogger(__name__)
@@ -52,17 +51,6 @@ def seed_everything(seed: int) -> None:
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + step * 7919 + salt) % (2**63 - 1)
-
-
-def guidance_schedule(cfg) -> GuidanceSchedule:
-    g = cfg.guidance
-    base = PRESETS[g.preset]
-    return GuidanceSchedule(
-        group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,
-        prefix_ratios=tuple(g.prefix_ratios) if g.get("prefix_ratios") is not None else base.prefix_ratios,
-        thresholds=tuple(g.thresholds) if g.get("thresholds") is not None else base.thresholds,
-        dedupe_prefix_loss=bool(g.dedupe_prefix_loss),
-    )
 
 
 @dataclass
@@ -98,14 +86,8 @@ class Trainer:
         self.resume_hint = resume_hint or "rerun the same command to resume"
         self.step = 0  # optimizer steps done
         self.method = cfg.method
-        self.schedule = guidance_schedule(cfg)
-        self.rl_schedule = (self.schedule if self.method.guidance == "adaptive"
-                            else GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ()))
-        if self.rl_schedule.group_size != int(cfg.train.group_size):
-            raise ValueError(
-                f"guidance.group_sizes {list(self.schedule.group_sizes)} sum to {self.schedule.group_size}, "
-                f"but train.group_size is {cfg.train.group_size}"
-            )
+        self.schedule = guidance_schedule(cfg)  # its rounds name the guidance-level metrics
+        self.rl_schedule = rl_schedule(cfg)
         self.checkpointer = Checkpointer(self.output_dir / "checkpoints", keep=int(cfg.checkpoint.keep))
 
     # ---- set-up -----------------------------------------------------------------------------
@@ -215,11 +197,8 @@ class Trainer:
         """Tokenized training prompt `idx` with its reference solution (+ EOS) and paragraph breaks."""
         if idx not in self._prompt_cache:
             item = self.data.train[idx]
-            text = build_prompt(item.question, self.tokenizer, self.template)
-            prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
-            enc = self.tokenizer(item.solution, add_special_tokens=False, return_offsets_mapping=True)
-            p = Prompt(prompt_ids, list(enc.input_ids) + [self.engine.eos_id],
-                       break_ends_from_offsets(item.solution, enc.offset_mapping), item.answer)
+            p = tokenize_prompt(self.tokenizer, build_prompt(item.question, self.tokenizer, self.template),
+                                item.solution, item.answer, eos_id=self.engine.eos_id)
             cap = int(self.cfg.rollout.max_new_tokens)
             if len(p.solution_ids) > cap and not self._warned_long_solution:
                 self._warned_long_solution = True
@@ -240,65 +219,25 @@ class Trainer:
             out.append(perm[pos])
         return out
 
-    # ---- one step of each phase ---------------------------------------------------------------
+    # ---- one step of each phase (trapo.rl_step) ----------------------------------------------------
     def _sft_step(self, step: int) -> dict[str, float]:
-        prompts = [self._prompt(i) for i in self._batch_indices(step)]
-        samples = [Sample(g, 0, p.prompt_ids, p.solution_ids, [], reward=1.0) for g, p in enumerate(prompts)]
-        n_tokens = sum(len(s.prefix_ids) for s in samples)
-        st = self.engine.train_step(samples, normalizer=float(n_tokens), prefix_loss="sft", alpha=0.0,
-                                    gamma=0.0, entropy_coef=0.0, alpha_for_stats=float(self.method.alpha))
-        return {"train/loss": st["loss"], "train/grad_norm": st["grad_norm"], "train/lr": st["lr"],
-                "_finite": st["finite"]}
+        st = sft_step(self.engine, [self._prompt(i) for i in self._batch_indices(step)], self.method)
+        return {**sft_metrics(st), "_finite": st["finite"]}
 
     def _rl_step(self, step: int) -> dict[str, float]:
-        cfg, m = self.cfg, self.method
+        cfg = self.cfg
         indices = self._batch_indices(step)
-        prompts = [self._prompt(i) for i in indices]
         gen = torch.Generator().manual_seed(step_seed(int(cfg.seed), step, salt=2))
-        t0 = time.perf_counter()
-        samples, levels = rollout(
-            prompts, self.rl_schedule,
+        res = rl_step(
+            self.engine, [self._prompt(i) for i in indices], self.rl_schedule, self.method,
             generate=lambda inputs, max_new: self.engine.generate(inputs, max_new_tokens=max_new,
                                                                   temperature=float(cfg.rollout.temperature),
                                                                   generator=gen),
-            decode=self.engine.decode, reward_fn=self.reward_fn, max_response_tokens=int(cfg.rollout.max_new_tokens),
-            adaptive=m.guidance == "adaptive", off_policy_reference=bool(m.off_policy),
+            decode=self.engine.decode, reward_fn=self.reward_fn, max_new_tokens=int(cfg.rollout.max_new_tokens),
         )
-        t_roll = time.perf_counter() - t0
-        rewards = torch.tensor([s.reward for s in samples])
-        groups = torch.tensor([s.group for s in samples])
-        in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
-        advs = adv_lib.group_advantages(rewards, groups, in_base, scale_by_std=bool(m.scale_by_std))
-        for s, a in zip(samples, advs.tolist()):
-            s.advantage = a
-        normalizer = float(len(samples) * int(cfg.rollout.max_new_tokens))  # Dr.GRPO: constant, not token count
-        t1 = time.perf_counter()
-        st = self.engine.train_step(samples, normalizer=normalizer, prefix_loss=m.prefix_loss,
-                                    alpha=float(m.alpha), gamma=float(m.gamma), entropy_coef=float(m.entropy_coef))
-        t_upd = time.perf_counter() - t1
-        unguided = [s for s in samples if not s.guided]
-        metrics = {
-            "train/loss": st["loss"],
-            "train/pg_loss": st["pg_loss"],
-            "train/prefix_loss": st["prefix_loss"],
-            "train/grad_norm": st["grad_norm"],
-            "train/lr": st["lr"],
-            "train/reward_mean": float(np.mean([s.reward for s in unguided])) if unguided else float("nan"),
-            "train/reward_all_mean": float(rewards.mean()),
-            "train/response_length": float(np.mean([len(s.completion_ids) for s in unguided])) if unguided else 0.0,
-            "train/entropy": st["ent_sum"] / max(st["ent_tok"], 1.0),
-            "train/zero_signal_frac": adv_lib.zero_signal_fraction(rewards, groups),
-            "time/rollout_s": t_roll,
-            "time/update_s": t_upd,
-            "_finite": st["finite"],
-        }
-        if m.guidance == "adaptive" or m.off_policy:
-            for lvl in range(self.schedule.n_rounds):
-                metrics[f"train/guidance_level_{lvl}"] = float((levels == lvl).float().mean())
-            metrics["train/expert_token_prob"] = st["exp_p_sum"] / max(st["exp_tok"], 1.0)
-            metrics["train/expert_low_prob_frac"] = st["exp_low"] / max(st["exp_tok"], 1.0)
+        metrics = {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
         if self.relift is not None:  # ReLIFT: hardest prompts into the buffer, then at most one SFT step
-            metrics.update(self.relift.after_rl_step(indices, samples, self._prompt))
+            metrics.update(self.relift.after_rl_step(indices, res.rollouts.samples, self._prompt))
         return metrics
 
     # ---- evaluation -------------------------------------------------------------------------------
@@ -491,9 +430,14 @@ class Trainer:
                 results[name] = self.evaluate(items, name)
                 bar.update(len(items))
         write_results(results, self.output_dir / "eval")
-        out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"])
-               for n, r in results.items()}
-        accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
-        if accs:
-            out["eval/avg_accuracy"] = float(np.mean(accs))
-        return out
+        return eval_metrics(results)
+
+
+def eval_metrics(results: Mapping[str, tuple[dict, list[dict]]]) -> dict[str, float]:
+    """A run's final metrics from `evaluation.runner.evaluate_items` results per split: valid/accuracy,
+    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid)."""
+    out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"]) for n, r in results.items()}
+    accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
+    if accs:
+        out["eval/avg_accuracy"] = float(np.mean(accs))
+    return out

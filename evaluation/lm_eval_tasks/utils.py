@@ -16,7 +16,7 @@ if str(_ROOT) not in sys.path:  # lm-eval imports this file by path; make the re
     sys.path.insert(0, str(_ROOT))
 
 from evaluation.benchmarks import load_benchmark  # noqa: E402
-from trapo.prompts import build_prompt  # noqa: E402
+from evaluation.prompts import build_prompt  # noqa: E402
 
 _GRADER = None
 

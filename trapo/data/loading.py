@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trapo.data import synthetic
-from trapo.data.jsonl import iter_jsonl
+from evaluation.jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 

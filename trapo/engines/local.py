@@ -1,7 +1,8 @@
 """The `local` engine: one process, a transformers model, CPU or one GPU.
 
 It only moves data: sampling (trapo.engines.sampling), turning `Sample`s into padded tensors, and one
-optimizer step on `trapo.losses.policy_loss`. The algorithm's decisions live in trapo/.
+optimizer step on `trapo.losses.policy_loss`. The algorithm's decisions live in trapo/ (the step's glue, with
+the LUFFY prefix scale and the loss diagnostics, in trapo.rl_step).
 
 The update runs each distinct prompt once per step (`PromptStates`): the G samples of a group share one
 forward and backward pass over their prompt and run only their own tokens (prefix + completion) on top of
@@ -22,6 +23,7 @@ import torch
 
 from trapo.engines.sampling import sample as sample_tokens
 from trapo.losses import policy_loss
+from trapo.rl_step import TOKEN_SUMS, prefix_scale, token_sums
 from trapo.rollout import Sample
 
 
@@ -109,7 +111,7 @@ def collate_own(samples: Sequence[Sample], rows: Sequence[int], pad_id: int) -> 
     return OwnTokens(
         ids=ids, mask=mask, rows=torch.as_tensor(list(rows), dtype=torch.long), rl_mask=rl, prefix_mask=pre,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
-        prefix_scale=torch.tensor([s.advantage if s.off_policy else 1.0 for s in samples], dtype=torch.float32),
+        prefix_scale=torch.tensor([prefix_scale(s) for s in samples], dtype=torch.float32),
         unguided=torch.tensor([not s.guided for s in samples]),
     )
 
@@ -319,22 +321,15 @@ class LocalEngine:
         stats["loss"] += out.loss.item()
         stats["pg_loss"] += out.pg_loss.item()
         stats["prefix_loss"] += out.prefix_loss.item()
-        unguided_rl = mb.rl_mask * mb.unguided[:, None]
-        stats["ent_sum"] += float((ent * unguided_rl).sum())
-        stats["ent_tok"] += float(unguided_rl.sum())
-        expert = mb.prefix_mask > 0
-        p = logp.exp()[expert]
-        stats["exp_p_sum"] += float(p.sum())
-        stats["exp_tok"] += float(expert.sum())
-        stats["exp_low"] += float((p < alpha_for_stats).sum())
+        for k, v in token_sums(logp, ent, mb.rl_mask, mb.prefix_mask, mb.unguided, alpha_for_stats).items():
+            stats[k] += v
 
     def train_step(self, samples: Sequence[Sample], *, normalizer: float, prefix_loss: str, alpha: float,
                    gamma: float, entropy_coef: float, alpha_for_stats: float | None = None) -> dict[str, float]:
         """One optimizer step over all samples (micro-batched; token sums over a shared normaliser)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = dict(loss=0.0, pg_loss=0.0, prefix_loss=0.0, ent_sum=0.0, ent_tok=0.0,
-                     exp_p_sum=0.0, exp_tok=0.0, exp_low=0.0)
+        stats = dict.fromkeys(("loss", "pg_loss", "prefix_loss", *TOKEN_SUMS), 0.0)
         a_stats = alpha if alpha_for_stats is None else alpha_for_stats
         for prompts, chunk in prompt_chunks(samples, self.micro_batch_size):
             with self._timed("logprobs"):

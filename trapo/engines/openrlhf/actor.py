@@ -9,9 +9,9 @@ TRAPO's objective with the masks rebuilt from the per-sample scalars that the ro
     rl     = action_mask & ~expert                                     policy gradient with trapo_advantage
 
 Normaliser: the local engine divides every token sum of a step by n_samples x rollout.max_new_tokens
-(Dr.GRPO's constant). DeepSpeed divides each micro-batch loss by the gradient-accumulation steps and
-averages gradients over data-parallel ranks, and OpenRLHF gives each micro-batch the step's sample count
-divided by those steps (`loss_batch_info["global_batch_size"]`), so
+(Dr.GRPO's constant, `trapo.rl_step.dr_grpo_normalizer`). DeepSpeed divides each micro-batch loss by the
+gradient-accumulation steps and averages gradients over data-parallel ranks, and OpenRLHF gives each
+micro-batch the step's sample count divided by those steps (`loss_batch_info["global_batch_size"]`), so
 
     normaliser = global_batch_size x max_new_tokens / dp_size
 
@@ -21,7 +21,8 @@ scaling -- the local engine's update (tests/test_openrlhf_parity.py checks it to
 Metrics: OpenRLHF averages each metric over the step's samples (weighted by micro-batch size). Totals
 (loss, entropy sums, expert-token sums) are reported as value x n_step / n_micro so that average is the
 step's total; per-sample values are reported per sample. `mlflow_logger.trapo_metrics` turns them into
-the local engine's metric names.
+the local engine's metric names. The loss switches, the expert-token sums and the normaliser are
+`trapo.rl_step`'s, as the local engine's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Mapping
 import torch
 
 from trapo.losses import policy_loss
+from trapo.rl_step import TOKEN_SUMS, LossSettings, dr_grpo_normalizer, logs_guidance, token_sums
 
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 from openrlhf.utils.loss_utils import get_loss_batch_info
@@ -41,24 +43,18 @@ INFO_KEYS = ("trapo_prefix_len", "trapo_prefix_weight", "trapo_prefix_scale", "t
 
 
 @dataclass(frozen=True)
-class LossSettings:
-    prefix_loss: str
-    alpha: float
-    gamma: float
-    entropy_coef: float
+class ActorSettings:
+    loss: LossSettings
     max_new_tokens: int
-    n_levels: int
+    n_levels: int  # guidance levels logged (the local trainer's: the configured schedule's rounds)
     log_levels: bool
 
     @classmethod
-    def from_config(cls, cfg) -> "LossSettings":
-        from trapo.engines.openrlhf.settings import rl_schedule
+    def from_config(cls, cfg) -> "ActorSettings":
+        from trapo.config import guidance_schedule
 
-        m = cfg.method
-        return cls(prefix_loss=str(m.prefix_loss), alpha=float(m.alpha), gamma=float(m.gamma),
-                   entropy_coef=float(m.entropy_coef), max_new_tokens=int(cfg.rollout.max_new_tokens),
-                   n_levels=rl_schedule(cfg).n_rounds,
-                   log_levels=m.guidance == "adaptive" or bool(m.off_policy))
+        return cls(loss=LossSettings.of(cfg.method), max_new_tokens=int(cfg.rollout.max_new_tokens),
+                   n_levels=guidance_schedule(cfg).n_rounds, log_levels=logs_guidance(cfg.method))
 
 
 def per_sample(value, device) -> torch.Tensor:
@@ -79,7 +75,7 @@ def trapo_masks(action_mask: torch.Tensor, prefix_len: torch.Tensor) -> tuple[to
 class TrapoActorPPOTrainer(ActorPPOTrainer):
     """OpenRLHF's actor trainer with TRAPO's objective. Built by OpenRLHF, then adopted with `adopt`."""
 
-    trapo: LossSettings
+    trapo: ActorSettings
     relift = None  # method=relift: trapo.engines.openrlhf.relift.ActorRelift (SFT on the hardest questions)
 
     def ppo_train(self, kl_ctl: float):
@@ -113,12 +109,11 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
 
         dp_size = float(loss_batch_info["dp_size"])
         n_window = float(loss_batch_info["global_batch_size"])  # samples of the optimizer step / accumulation steps
-        normalizer = n_window * st.max_new_tokens / dp_size
+        normalizer = dr_grpo_normalizer(n_window, st.max_new_tokens) / dp_size
         out = policy_loss(
             logp, col["trapo_advantage"], rl.float(), prefix_w * col["trapo_prefix_scale"][:, None],
-            prefix_loss=st.prefix_loss, alpha=st.alpha, gamma=st.gamma, entropy=entropy,
-            entropy_coef=st.entropy_coef, normalizer=normalizer, old_logprobs=experience.action_log_probs,
-            clip_eps=float(args.actor.eps_clip),
+            entropy=entropy, normalizer=normalizer, old_logprobs=experience.action_log_probs,
+            clip_eps=float(args.actor.eps_clip), **st.loss.kwargs(),
         )
         self.strategy.backward(out.loss, self.actor, self.actor_optim)
         self.strategy.optimizer_step(self.actor_optim, self.actor, self.actor_scheduler, name="actor")
@@ -133,18 +128,12 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
         share = 1.0 / (dp_size * gas)
         with torch.no_grad():
             unguided = (col["trapo_guided"] == 0).float()
-            unguided_rl = rl.float() * unguided[:, None]
-            expert_w = prefix_w > 0
-            p = logp.detach().float().exp()
+            sums = token_sums(logp, entropy, rl.float(), prefix_w, unguided, st.loss.alpha)
             totals = {
                 "trapo/loss": float(out.loss.detach()) * share,
                 "trapo/pg_loss": float(out.pg_loss) * share,
                 "trapo/prefix_loss": float(out.prefix_loss) * share,
-                "trapo/ent_sum": float((entropy.detach().float() * unguided_rl).sum()),
-                "trapo/ent_tok": float(unguided_rl.sum()),
-                "trapo/exp_p_sum": float(p[expert_w].sum()),
-                "trapo/exp_tok": float(expert_w.sum()),
-                "trapo/exp_low": float((p[expert_w] < st.alpha).sum()),
+                **{f"trapo/{k}": sums[k] for k in TOKEN_SUMS},
             }
             metrics: dict[str, Any] = {k: torch.tensor(v * to_step_total) for k, v in totals.items()}
             rewards = per_sample(info["reward"], dev) if "reward" in info else torch.zeros_like(unguided)
@@ -177,7 +166,7 @@ def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     the logits by the rollout temperature, which only agrees at temperature 1 (the paper's setting).
     """
     trainer.__class__ = TrapoActorPPOTrainer
-    trainer.trapo = LossSettings.from_config(cfg)
+    trainer.trapo = ActorSettings.from_config(cfg)
     from trapo.engines.openrlhf.relift import ActorRelift
 
     trainer.relift = ActorRelift.from_config(cfg)

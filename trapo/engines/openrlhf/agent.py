@@ -14,8 +14,8 @@ grader on prefix + completion), and per-sample scalars in `extra_logs`, which Op
 
     trapo_prefix_len     expert tokens at the start of the action range (TrSFT, not RL)
     trapo_prefix_weight  1, or 0 for a duplicated prefix (each prefix carries the loss once)
-    trapo_prefix_scale   1, or the advantage for LUFFY's off-policy reference sample
-    trapo_advantage      Dr.GRPO advantage (trapo.advantages.group_advantages over the group)
+    trapo_prefix_scale   1, or the advantage for LUFFY's off-policy reference sample (trapo.rl_step.prefix_scale)
+    trapo_advantage      Dr.GRPO advantage (trapo.rl_step.collect_rollouts, over the group)
     trapo_group          id of the prompt's group (unique within a step)
     trapo_round          micro-group index of the sample
     trapo_level          guidance level of the prompt (0-3)
@@ -23,8 +23,9 @@ grader on prefix + completion), and per-sample scalars in `extra_logs`, which Op
     trapo_completion_len tokens the policy generated
     trapo_zero_signal    1 if all rewards of the group are equal (no RL signal)
 
-The pure functions (`encode_label`, `tokenize_prompt`, `run_group`) hold all of this and are tested with
-a fake generation back end in place of vLLM.
+The pure functions (`encode_label`, `run_group`; prompts are `trapo.rollout.tokenize_prompt`'s, as the local
+trainer's, from the prompt text the launcher formatted with `evaluation.prompts.build_prompt`) hold all of this
+and are tested with a fake generation back end in place of vLLM.
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
-from typing import Any, Callable, Sequence
-
-import torch
+from typing import Any, Callable
 
 from trapo import advantages as adv_lib
 from trapo.guidance import GuidanceSchedule
-from trapo.prefix import break_ends_from_offsets
-from trapo.rollout import Prompt, Sample, rollout
+from trapo.rl_step import collect_rollouts, prefix_scale
+from trapo.rollout import Prompt, Sample, tokenize_prompt  # noqa: F401  (tokenize_prompt: the trainer's prompts)
 
 try:  # OpenRLHF checks that AgentExecutor subclasses its base; the pure functions work without it
     from openrlhf.utils.agent import AgentExecutorBase
@@ -77,18 +76,6 @@ def decode_label(label: Any) -> dict:
     return {"answer": str(label), "solution": None}
 
 
-def tokenize_prompt(tokenizer, prompt_text: str, solution: str, answer: str) -> Prompt:
-    """A `trapo.rollout.Prompt` exactly as the local trainer builds it (`Trainer._prompt`).
-
-    prompt_text is already formatted (`trapo.prompts.build_prompt`, done when the launcher writes the
-    dataset); the reference solution ends with EOS and knows its paragraph breaks.
-    """
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    enc = tokenizer(solution, add_special_tokens=False, return_offsets_mapping=True)
-    return Prompt(list(prompt_ids), list(enc.input_ids) + [tokenizer.eos_token_id],
-                  break_ends_from_offsets(solution, enc.offset_mapping), str(answer))
-
-
 # ---- one prompt's group ---------------------------------------------------------------------------
 def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, group_id: int, zero_signal: bool,
                     max_new_tokens: int | None) -> dict:
@@ -109,7 +96,7 @@ def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, grou
         "extra_logs": {
             "trapo_prefix_len": float(len(s.prefix_ids)),
             "trapo_prefix_weight": float(s.prefix_loss_weight),
-            "trapo_prefix_scale": float(s.advantage if s.off_policy else 1.0),
+            "trapo_prefix_scale": float(prefix_scale(s)),
             "trapo_advantage": float(s.advantage),
             "trapo_group": float(group_id),
             "trapo_round": float(s.round),
@@ -127,23 +114,15 @@ def run_group(prompt: Prompt, cfg, schedule: GuidanceSchedule,
               max_new_tokens: int | None = None) -> list[dict]:
     """All G samples of one prompt, in rollout order, as OpenRLHF responses.
 
-    The rounds, prefixes and rewards come from `trapo.rollout.rollout`, the advantages from
-    `trapo.advantages.group_advantages` with the method's switches -- the same calls as the local trainer.
+    The rounds, prefixes, rewards and advantages come from `trapo.rl_step.collect_rollouts`, with the method's
+    switches: the local trainer's call.
     """
-    m = cfg.method
     cap = int(cfg.rollout.max_new_tokens) if max_new_tokens is None else int(max_new_tokens)
-    samples, levels = rollout([prompt], schedule, generate=generate, decode=decode, reward_fn=reward_fn,
-                              max_response_tokens=cap, adaptive=m.guidance == "adaptive",
-                              off_policy_reference=bool(m.off_policy))
-    rewards = torch.tensor([s.reward for s in samples])
-    groups = torch.zeros(len(samples), dtype=torch.long)
-    in_base = torch.tensor([bool(m.baseline_includes_guided) or not s.guided for s in samples])
-    advs = adv_lib.group_advantages(rewards, groups, in_base, scale_by_std=bool(m.scale_by_std))
-    for s, a in zip(samples, advs.tolist()):
-        s.advantage = a
-    zero = adv_lib.zero_signal_fraction(rewards, groups) == 1.0
-    return [sample_response(s, prompt_text=prompt_text, label=label, level=int(levels[0]), group_id=group_id,
-                            zero_signal=zero, max_new_tokens=max_new_tokens) for s in samples]
+    ro = collect_rollouts([prompt], schedule, cfg.method, generate=generate, decode=decode, reward_fn=reward_fn,
+                          max_new_tokens=cap)
+    zero = adv_lib.zero_signal_fraction(ro.rewards, ro.groups) == 1.0
+    return [sample_response(s, prompt_text=prompt_text, label=label, level=int(ro.levels[0]), group_id=group_id,
+                            zero_signal=zero, max_new_tokens=max_new_tokens) for s in ro.samples]
 
 
 # ---- the OpenRLHF hook ------------------------------------------------------------------------------
@@ -159,7 +138,8 @@ class AgentExecutor(AgentExecutorBase):
     """Loaded by OpenRLHF in every vLLM engine (`_load_agent_executor`), one instance per engine."""
 
     def __init__(self, cfg=None, reward_fn=None, max_workers: int | None = None):
-        from trapo.engines.openrlhf.settings import config_from_env, rl_schedule
+        from trapo.config import rl_schedule
+        from trapo.engines.openrlhf.settings import config_from_env
 
         self.cfg = cfg if cfg is not None else config_from_env()
         self.schedule = rl_schedule(self.cfg)

@@ -16,8 +16,9 @@ from trapo.engines.openrlhf import CONFIG_ENV
 
 
 def main(argv: list[str] | None = None) -> None:
+    from trapo.config import rl_schedule
     from trapo.engines.openrlhf import patches
-    from trapo.engines.openrlhf.settings import config_from_env, rl_schedule
+    from trapo.engines.openrlhf.settings import config_from_env
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = config_from_env()

@@ -326,7 +326,7 @@ def write_prompts(cfg, path: Path) -> int:
     from trapo.data.loading import load_dataset
     from trapo.engines.openrlhf.agent import encode_label
     from trapo.models.loading import resolve_model_path
-    from trapo.prompts import build_prompt
+    from evaluation.prompts import build_prompt
 
     data = load_dataset(cfg.data)
     items = data.train

@@ -4,13 +4,15 @@ OpenRLHF 0.11.2 logs only to wandb or tensorboard (`BasePPOTrainer.__init__` cre
 `self.tensorboard_logger`, `save_logs_and_checkpoints` calls its `log_train`/`log_eval`). `MlflowLogger`
 has the same three methods and takes that slot (`patches.ppo_trainer_class`). `trapo_metrics` turns the
 step status of OpenRLHF (with the `trapo/*` values of `actor.TrapoActorPPOTrainer`) into the metrics
-that `trapo.trainer.Trainer._rl_step` logs, so runs of both engines compare in one MLflow experiment.
+that the local trainer logs (`trapo.rl_step.rl_metrics`), so runs of both engines compare in one experiment.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
+
+from trapo.rl_step import TOKEN_SUMS, level_metric, logs_guidance, token_metrics
 
 TIMING = {"timing/generation": "time/rollout_s", "timing/ppo_train": "time/update_s",
           "timing/step_total": "time/step_s", "timing/make_experience": "time/make_experience_s",
@@ -34,15 +36,13 @@ def trapo_metrics(status: Mapping[str, Any], *, n_levels: int = 4, log_levels: b
             "train/reward_mean": _ratio(s.get("trapo/reward_unguided", 0.0), unguided, float("nan")),
             "train/reward_all_mean": s.get("trapo/reward", float("nan")),
             "train/response_length": _ratio(s.get("trapo/len_unguided", 0.0), unguided, 0.0),
-            "train/entropy": s["trapo/ent_sum"] / max(s["trapo/ent_tok"], 1.0),
             "train/zero_signal_frac": s.get("trapo/zero_signal", 0.0),
             "train/phase_rl": 1.0,
         })
         if log_levels:
             for lvl in range(n_levels):
-                out[f"train/guidance_level_{lvl}"] = s.get(f"trapo/level_{lvl}", 0.0)
-            out["train/expert_token_prob"] = s["trapo/exp_p_sum"] / max(s["trapo/exp_tok"], 1.0)
-            out["train/expert_low_prob_frac"] = s["trapo/exp_low"] / max(s["trapo/exp_tok"], 1.0)
+                out[level_metric(lvl)] = s.get(f"trapo/level_{lvl}", 0.0)
+        out.update(token_metrics({k: s.get(f"trapo/{k}", 0.0) for k in TOKEN_SUMS}, with_expert=log_levels))
     if "actor_grad_norm" in s:
         out["train/grad_norm"] = s["actor_grad_norm"]
     for k, v in s.items():
@@ -59,12 +59,13 @@ class MlflowLogger:
     """OpenRLHF's logger interface (`log_train`, `log_eval`, `close`) on `trapo.tracking.Tracker`."""
 
     def __init__(self, cfg, tracker=None):
-        from trapo.engines.openrlhf.settings import rl_schedule, to_container
+        from trapo.config import guidance_schedule
+        from trapo.engines.openrlhf.settings import to_container
         from trapo.tracking import Tracker, flatten
 
         m = cfg.method
-        self.n_levels = rl_schedule(cfg).n_rounds
-        self.log_levels = m.guidance == "adaptive" or bool(m.off_policy)
+        self.n_levels = guidance_schedule(cfg).n_rounds  # as the local trainer: the configured schedule's rounds
+        self.log_levels = logs_guidance(m)
         tracking = cfg.tracking
         self.tracker = tracker or Tracker(
             str(tracking.experiment), run_name=str(tracking.get("run_name") or m.name),

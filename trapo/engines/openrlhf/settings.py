@@ -1,8 +1,8 @@
-"""The resolved run config as the Ray workers see it, and the schedule the local trainer would use.
+"""The resolved run config as the Ray workers see it.
 
 The launcher puts the resolved Hydra config (JSON) in the environment of the Ray job; the vLLM engines
 (rollout agent), the actors (loss) and the controller (MLflow) rebuild what they need from it with the
-same functions as the local trainer.
+same functions as the local trainer (`trapo.config.rl_schedule`, `trapo.rl_step`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from typing import Any, Mapping
 
 from trapo.engines.openrlhf import CONFIG_ENV
-from trapo.guidance import GuidanceSchedule
 
 SUPPORTED_METHODS_NOTE = ("the RL launch has no SFT phase (method.sft_fraction > 0): method=sft and sft_rl run "
                           "through baselines/ (OpenRLHF's own SFT trainer, then this launch for sft_rl's RL steps)")
@@ -51,19 +50,7 @@ def config_from_env(environ: Mapping[str, str] | None = None):
     return as_config(json.loads(raw))
 
 
-def rl_schedule(cfg) -> GuidanceSchedule:
-    """The micro-group schedule of the RL phase: exactly what `trapo.trainer.Trainer` uses."""
-    from trapo.trainer import guidance_schedule
-
-    if cfg.method.guidance == "adaptive":
-        return guidance_schedule(cfg)
-    return GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
-
-
 def check_supported(cfg) -> None:
+    """What OpenRLHF cannot run (after `trapo.config.validate_config`, which checks the rest)."""
     if float(cfg.method.sft_fraction) > 0:
         raise ValueError(f"config method.sft_fraction={cfg.method.sft_fraction}: {SUPPORTED_METHODS_NOTE}")
-    sched = rl_schedule(cfg)
-    if sched.group_size != int(cfg.train.group_size):
-        raise ValueError(f"config guidance.group_sizes {list(sched.group_sizes)} sum to {sched.group_size}, "
-                         f"but train.group_size is {cfg.train.group_size}")

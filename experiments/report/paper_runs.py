@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trapo.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
+from experiments.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
 
 def script(name: str) -> str:
     """experiments/<name> relative to the working directory (commands run where reproduce.py runs)."""

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from trapo.report.tables import ABLATION_LABELS, LABELS  # noqa: E402
+from experiments.report.tables import ABLATION_LABELS, LABELS  # noqa: E402
 
 COLORS = {"base": "#7f7f7f", "sft": "#8c564b", "grpo": "#1f77b4", "sft_rl": "#9467bd", "luffy": "#ff7f0e",
           "relift": "#e377c2", "trapo": "#d62728", "mg_prefix": "#17becf", "mg_sft": "#bcbd22", "mg_luffy": "#2ca02c"}
@@ -157,7 +157,7 @@ def pass_at_k(passk: Mapping[str, Sequence[dict]], split: str, path: Path) -> Pa
     return _save(fig, path)
 
 
-def alpha_curve(df: pd.DataFrame, path: Path, paper_alpha: float = 0.1) -> Path | None:
+def alpha_curve(df: pd.DataFrame, path: Path, paper_alpha: float) -> Path | None:
     """Average accuracy against the trust region α (table_alpha), with the 95% interval over seeds."""
     if df.empty:
         return None

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trapo.report import paper_numbers as paper
+from experiments.report import paper_numbers as paper
 
 LABELS = {
     "base": "Base model", "sft": "SFT", "grpo": "GRPO", "sft_rl": "SFT→RL", "luffy": "LUFFY", "trapo": "TRAPO",

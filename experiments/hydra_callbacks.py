@@ -1,4 +1,5 @@
-"""Hydra callbacks (conf/config.yaml `hydra.callbacks`): a multirun says where its outputs go."""
+"""Hydra callbacks (conf/config.yaml `hydra.callbacks`, instantiated by the experiments/ scripts): a multirun says
+where its outputs go."""
 
 from __future__ import annotations
 

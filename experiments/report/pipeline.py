@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from trapo.report import figures as figs
-from trapo.report import paper_numbers as paper
-from trapo.report import readme
-from trapo.report import tables as tab
-from trapo.report.jobs import (ROOT, Job, Reproducer, RunResult, Store, alpha_label, build_jobs, plan_specs)
+from experiments.report import figures as figs
+from experiments.report import paper_numbers as paper
+from experiments.report import readme
+from experiments.report import tables as tab
+from experiments.report.jobs import (ROOT, Job, Reproducer, RunResult, Store, alpha_label, build_jobs, plan_specs)
+from trapo.rl_step import is_adaptive, logs_guidance
 
 
 def _p(msg: str) -> None:
@@ -53,7 +54,7 @@ def run(rcfg, command: str) -> dict:
     paper_mode = str(rcfg.preset) == "paper"
     extra = None
     if paper_mode:
-        from trapo.report import paper_runs
+        from experiments.report import paper_runs
 
         extra = paper_runs.extra_overrides(rcfg)
     jobs, index = build_jobs(rcfg, specs, extra, fresh=None if rcfg.reuse else time.strftime("%Y%m%d-%H%M%S"))
@@ -91,7 +92,7 @@ def run(rcfg, command: str) -> dict:
 
 
 def _paper(rcfg, jobs: list[Job], benchmarks, store) -> dict[str, RunResult]:
-    from trapo.report import paper_runs
+    from experiments.report import paper_runs
 
     results = {}
     cmds = [paper_runs.commands(rcfg, job, benchmarks) for job in jobs]
@@ -226,13 +227,13 @@ def _figures(rcfg, out: Path, jobs, index, results, alpha_df, of_label) -> list[
     add(figs.training_curve(histories, "train/entropy", "nats per token", "Policy entropy", groups,
                             out / "fig_entropy.png"), "Entropy", "Mean token entropy " + unguided)
     job_of = {lb: next((index[(lb, s)] for s in rcfg.seeds if (lb, s) in index), None) for lb in labels}
-    prefixed = [lb for lb in labels if job_of[lb] is not None and
-                (job_of[lb].cfg.method.guidance == "adaptive" or job_of[lb].cfg.method.off_policy)]
-    adaptive = [lb for lb in prefixed if job_of[lb].cfg.method.guidance == "adaptive"]
-    alpha = float(job_of["trapo"].cfg.method.alpha) if job_of.get("trapo") is not None else paper.ALPHA
-    add(figs.expert_tokens(histories, prefixed, alpha, out / "fig_expert_tokens.png"), "Expert tokens",
-        "Mean probability of the expert (prefix / reference) tokens under the policy and the share with p < α, "
-        "for the methods that train on expert tokens.")
+    prefixed = [lb for lb in labels if job_of[lb] is not None and logs_guidance(job_of[lb].cfg.method)]
+    adaptive = [lb for lb in prefixed if is_adaptive(job_of[lb].cfg.method)]
+    if prefixed:  # the alpha the runs counted p < alpha with (trapo's, else the first prefixed method's)
+        alpha = float(job_of["trapo" if "trapo" in prefixed else prefixed[0]].cfg.method.alpha)
+        add(figs.expert_tokens(histories, prefixed, alpha, out / "fig_expert_tokens.png"), "Expert tokens",
+            "Mean probability of the expert (prefix / reference) tokens under the policy and the share with p < α, "
+            "for the methods that train on expert tokens.")
     add(figs.guidance_levels(histories, adaptive, out / "fig_guidance_levels.png"), "Guidance levels",
         "Fraction of prompts at each guidance level per step (level i = the last micro-group that got a prefix), "
         "mean over seeds.")
@@ -249,7 +250,7 @@ def _figures(rcfg, out: Path, jobs, index, results, alpha_df, of_label) -> list[
 
 
 def _notes(rcfg, real: bool) -> list[str]:
-    notes = [f"The paper's numbers: {paper.SOURCE}, as listed in TRAPO-SPEC.md (trapo/report/paper_numbers.py); "
+    notes = [f"The paper's numbers: {paper.SOURCE}, as listed in TRAPO-SPEC.md (experiments/report/paper_numbers.py); "
              "Table 1 states per-benchmark scores for TRAPO only."]
     if not real:
         notes.append(f"preset={rcfg.preset} is a miniature: a ~1M-parameter model on synthetic arithmetic problems; "

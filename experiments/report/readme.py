@@ -16,8 +16,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from trapo.report import paper_numbers as paper
-from trapo.report.tables import LABELS
+from experiments.report import paper_numbers as paper
+from experiments.report.tables import LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 

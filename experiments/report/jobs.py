@@ -23,6 +23,9 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from trapo.guidance import GuidanceSchedule
+from trapo.rl_step import level_metric
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +38,7 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
-                *(f"train/guidance_level_{i}" for i in range(4)))
+                *(level_metric(i) for i in range(GuidanceSchedule().n_rounds)))
 
 
 # ---- specs, configs and hashes ----------------------------------------------------------------------
@@ -239,22 +242,22 @@ class Store:
         exp = self.client.get_experiment_by_name(self.experiment)
         return exp.experiment_id if exp is not None else None
 
-    def finished(self, config_hash: str):
+    def _latest(self, filter_string: str, earliest: bool = False):
+        """The newest (`earliest`: the oldest) run of the experiment that matches `filter_string`, or None."""
         exp_id = self._exp_id()
         if exp_id is None:
             return None
-        runs = self.client.search_runs([exp_id], f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
+        order = "ASC" if earliest else "DESC"
+        runs = self.client.search_runs([exp_id], filter_string, order_by=[f"attributes.start_time {order}"],
+                                       max_results=1)
         return runs[0] if runs else None
 
+    def finished(self, config_hash: str):
+        return self._latest(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
+
     def started_after(self, t0_ms: int, method: str):
-        exp_id = self._exp_id()
-        if exp_id is None:
-            return None
         # the earliest: a job's top-level run (sft_rl on OpenRLHF starts its parent run before its two child runs)
-        runs = self.client.search_runs([exp_id], f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}",
-                                       order_by=["attributes.start_time ASC"], max_results=1)
-        return runs[0] if runs else None
+        return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}", earliest=True)
 
     def safe(self, what: str, fn, *args) -> None:
         try:
@@ -414,11 +417,10 @@ class Reproducer:
 
     def _base(self, job: Job) -> RunResult:
         """The untrained model, evaluated as the trainer evaluates (evaluation.runner on the local engine)."""
-        import numpy as np
-
         from evaluation.runner import evaluate_items, write_results
         from trapo.data.loading import load_dataset
         from trapo.tracking import Tracker, flatten
+        from trapo.trainer import eval_metrics
 
         t0 = time.monotonic()
         cfg, ev = job.cfg, job.cfg.eval
@@ -432,11 +434,7 @@ class Reproducer:
                                            temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
                                            seed=int(cfg.seed), name=name)
         write_results(results, job.run_dir / "eval")
-        final = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"])
-                 for n, r in results.items()}
-        accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
-        if accs:
-            final["eval/avg_accuracy"] = float(np.mean(accs))
+        final = eval_metrics(results)
         (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
         run_id = None
         if self.store is not None:
