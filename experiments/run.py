@@ -4,6 +4,10 @@
     python experiments/run.py -m method=trapo,grpo,sft_rl       # a comparison
     python experiments/run.py -m method=trapo,grpo preset=smoke # seconds, for tests
     python experiments/run.py -m method=trapo sweep=trust_region # Optuna sweep (docs/sweeps.md)
+    python experiments/run.py preset=paper method=sft engine.dry_run=true   # an OpenRLHF launch, printed
+
+Methods whose config names a `runner` (sft, sft_rl, relift) go through baselines/; the others (trapo, grpo, luffy,
+the ablations) through the TRAPO trainer (trapo/trainer.py), or its OpenRLHF launch with engine=openrlhf.
 """
 
 from __future__ import annotations
@@ -37,22 +41,31 @@ def rerun_command(hc) -> str:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    if cfg.engine.name == "openrlhf":  # Ray + DeepSpeed + vLLM (engine.dry_run=true prints the launch)
-        from trapo.engines.openrlhf.launch import main as launch_openrlhf
-
-        return launch_openrlhf(cfg, HydraConfig.get().runtime.output_dir)
-
-    from hydra_plugins.trapo_optuna_sweeper import trial_callbacks
-    from trapo.trainer import Trainer
+    from baselines import RunContext, runner_for
 
     hc = HydraConfig.get()
+    runner = runner_for(cfg)  # sft, sft_rl, relift: baselines/ (each on both engines)
+    if runner is None and cfg.engine.name == "openrlhf":  # Ray + DeepSpeed + vLLM (engine.dry_run=true prints the launch)
+        from trapo.engines.openrlhf.launch import main as launch_openrlhf
+
+        return launch_openrlhf(cfg, hc.runtime.output_dir)
+
+    from hydra_plugins.trapo_optuna_sweeper import trial_callbacks
+
     out_dir = hc.runtime.output_dir
     overrides = list(hc.overrides.task)
     # in an Optuna sweep (sweep=...), report valid/accuracy to the trial at every eval.every and stop when pruned
-    final = Trainer(cfg, out_dir, callbacks=trial_callbacks(cfg), overrides=overrides,
-                    command=shlex.join(["python", "experiments/run.py", *overrides]),
-                    resume_hint=f"to resume: {rerun_command(hc)}").run()
-    print(" ".join(f"{k}={v:.3f}" for k, v in final.items()))
+    ctx = RunContext(output_dir=out_dir, overrides=overrides, callbacks=trial_callbacks(cfg),
+                     command=shlex.join(["python", "experiments/run.py", *overrides]),
+                     resume_hint=f"to resume: {rerun_command(hc)}")
+    if runner is not None:
+        final = runner.run(cfg, ctx)
+    else:  # trapo, grpo, luffy and the ablations: method configs of the TRAPO trainer
+        from baselines.common import train_local
+
+        final = train_local(cfg, ctx)
+    if final:
+        print(" ".join(f"{k}={v:.3f}" for k, v in final.items()))
     return final.get("valid/accuracy", final.get("eval/avg_accuracy", 0.0))
 
 

@@ -107,9 +107,15 @@ def test_paper_dry_run_prints_launches_and_starts_nothing(tmp_path):
     res, _ = cli(["preset=paper", "dry_run=true", "seeds=[0]", f"run_root={tmp_path}/runs"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
-    assert "12 distinct runs" in out and "nothing was started" in out
+    assert "13 distinct runs" in out and "nothing was started" in out  # Table 1 has ReLIFT's row
     assert "preset=paper method=trapo seed=0" in out and "OpenRLHF (Ray job" in out
-    assert "method=sft seed=0 engine=local" in out  # SFT phases run on the local engine
+    # every baseline on OpenRLHF (baselines/): no run falls back to the local engine
+    assert "engine=local" not in out and "local engine" not in out
+    for method, what in (("sft", "OpenRLHF's SFT trainer"), ("sft_rl", "then the RL launch"),
+                         ("relift", "ReLIFT's SFT step")):
+        block = next(b for b in out.split("## ") if b.startswith(f"{method} seed 0"))
+        assert f"preset=paper method={method} seed=0" in block and what in block, block
+    assert "openrlhf/sft/final" not in out.split("## sft seed 0")[1].split("## ")[0]  # sft's model: openrlhf/final
     assert "experiments/evaluate.py model=qwen2.5-math-7b backend=vllm" in out  # the base model
     assert "benchmarks=[aime24,amc23,math500,minerva_math,olympiadbench]" in out
     assert "'benchmarks=[aime24]' n_samples=256" in out  # pass@k on AIME24 up to k=256

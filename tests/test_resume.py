@@ -15,10 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# relift: an SFT batch of 3 hardest questions, so the buffer holds rows across checkpoints and SFT steps run
+# both before and after the kill (its buffer and its own AdamW's moments are part of the checkpoint)
+EXTRA = {"relift": ["method.relift.sft_data_size=3"]}
+
+
 def cmd(run_dir, method):
     return [sys.executable, str(ROOT / "experiments" / "run.py"), f"method={method}", "preset=smoke",
             "train.steps=6", "checkpoint.every=2", "++train.warmup_steps=3",  # the LR schedule's state matters
-            "progress=false", f"hydra.run.dir={run_dir}"]
+            *EXTRA.get(method, []), "progress=false", f"hydra.run.dir={run_dir}"]
 
 
 def weights_hash(run_dir: Path) -> str:
@@ -27,7 +32,7 @@ def weights_hash(run_dir: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["trapo", "sft_rl"])
+@pytest.mark.parametrize("method", ["trapo", "sft_rl", "relift"])
 def test_sigkill_then_resume_is_identical(tmp_path, method):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
@@ -52,8 +57,14 @@ def test_sigkill_then_resume_is_identical(tmp_path, method):
     ref = json.loads((ref_dir / "final_metrics.json").read_text())
     got = json.loads((dir_ / "final_metrics.json").read_text())
     assert got == ref
-    steps = [json.loads(line)["step"] for line in (dir_ / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]  # the steps redone after the checkpoint are logged once
+    rows = [json.loads(line) for line in (dir_ / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the steps redone after the checkpoint are logged once
+    if method == "relift":
+        ref_rows = [json.loads(line) for line in (ref_dir / "metrics.jsonl").read_text().splitlines()]
+        sft = [r["train/relift_sft_steps"] for r in rows]
+        assert sft == [r["train/relift_sft_steps"] for r in ref_rows]
+        assert [r["train/relift_buffer_size"] for r in rows] == [r["train/relift_buffer_size"] for r in ref_rows]
+        assert sft[-1] >= 2 and max(r["train/relift_buffer_size"] for r in rows) > 0, rows  # the case is exercised
 
     # the resumed run appended to the same MLflow run
     from mlflow.tracking import MlflowClient

@@ -1,4 +1,4 @@
-"""End to end: the Hydra entry point trains three methods and leaves finished MLflow runs."""
+"""End to end: the Hydra entry point trains TRAPO and the baselines and leaves finished MLflow runs."""
 
 import os
 import subprocess
@@ -22,9 +22,18 @@ def run_cli(args, tmp_path, check=True):
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=600)
 
 
+METHODS = ["trapo", "grpo", "sft_rl", "sft", "relift"]  # the TRAPO trainer's and the baselines/ runners'
+RELIFT_METRICS = ["train/relift_hard_prompts", "train/relift_buffer_size", "train/relift_sft_steps"]
+
+
 @pytest.mark.slow
-def test_multirun_three_methods(tmp_path):
-    res = run_cli(["-m", "method=trapo,grpo,sft_rl", "preset=smoke", "train.lr=0.0001"], tmp_path)
+def test_multirun_trapo_and_the_baselines(tmp_path):
+    """The issue's command: `python experiments/run.py -m method=trapo,grpo,sft_rl,sft,relift preset=smoke`."""
+    import time
+
+    t0 = time.monotonic()
+    res = run_cli(["-m", f"method={','.join(METHODS)}", "preset=smoke", "train.lr=0.0001"], tmp_path)
+    print(f"five-method smoke multirun: {time.monotonic() - t0:.0f} s")
     assert res.returncode == 0, res.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
@@ -33,7 +42,7 @@ def test_multirun_three_methods(tmp_path):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's UI: the Runs page
     runs = client.search_runs([exp.experiment_id])
     by_method = {r.data.params["method.name"]: r for r in runs}
-    assert sorted(by_method) == ["grpo", "sft_rl", "trapo"]
+    assert sorted(by_method) == sorted(METHODS)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     log = res.stdout + res.stderr
     for name, r in by_method.items():
@@ -53,16 +62,18 @@ def test_multirun_three_methods(tmp_path):
         assert log.count(f"{run_dir.name} | MLflow run '{r.info.run_name}' ({r.info.run_id[:8]}") == 2  # start, end
     assert "all outputs in " in log and "multirun" in log.split("all outputs in ")[1].splitlines()[0]
     assert "Loading weights" not in log and "Writing model shards" not in log and "pynvml" not in log
-    assert len({r.info.run_name for r in runs}) == 3
+    assert len({r.info.run_name for r in runs}) == len(METHODS)
     for name, r in by_method.items():
-        for key in TRAIN_METRICS + EVAL_METRICS:
+        expected = (["train/loss", "train/grad_norm"] if name == "sft" else TRAIN_METRICS) + EVAL_METRICS
+        for key in expected + (RELIFT_METRICS if name == "relift" else []):
             assert key in r.data.metrics, (name, key)
+        print(f"{name}: eval/avg_accuracy={r.data.metrics['eval/avg_accuracy']:.3f}")
         hist = client.get_metric_history(r.info.run_id, "train/loss")
         assert sorted(m.step for m in hist) == [1, 2, 3, 4]
         assert any(a.path == "config" for a in client.list_artifacts(r.info.run_id))
         # the smoke model answers some prompts: a pipeline that scores 0 everywhere is broken, not "untrained"
         assert r.data.metrics["eval/avg_accuracy"] > 0, (name, r.data.metrics)
-    for name in ("trapo", "grpo", "sft_rl"):
+    for name in ("trapo", "grpo", "sft_rl", "relift"):
         rewards = [m.value for m in client.get_metric_history(by_method[name].info.run_id, "train/reward_mean")]
         assert max(rewards) > 0, (name, rewards)
     for key in GUIDED_METRICS:
@@ -72,6 +83,11 @@ def test_multirun_three_methods(tmp_path):
     # sft_rl logs RL metrics only in its RL half (steps 3-4)
     hist = client.get_metric_history(by_method["sft_rl"].info.run_id, "train/reward_mean")
     assert sorted(m.step for m in hist) == [3, 4]
+    # sft: SFT on every step, no RL metric; relift: its buffer every step, an SFT step once 4 hardest prompts gathered
+    assert "train/reward_mean" not in by_method["sft"].data.metrics
+    assert by_method["sft"].data.metrics["train/phase_rl"] == 0.0
+    sizes = client.get_metric_history(by_method["relift"].info.run_id, "train/relift_buffer_size")
+    assert sorted(m.step for m in sizes) == [1, 2, 3, 4]
 
 
 def test_unknown_method_lists_options(tmp_path):

@@ -35,14 +35,14 @@ class CheckpointState:
     meta: dict
 
 
-def _split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _split_optimizer(sd: dict, prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict]:
     """Optimizer state_dict -> (tensors for safetensors, JSON-able layout that names them)."""
     tensors, state = {}, {}
     for idx, entry in sd["state"].items():
         out = {}
         for k, v in entry.items():
             if torch.is_tensor(v):
-                name = f"optimizer.{idx}.{k}"
+                name = f"{prefix}.{idx}.{k}"
                 tensors[name] = v.detach().cpu().contiguous()
                 out[k] = {"tensor": name}
             else:
@@ -82,7 +82,8 @@ class Checkpointer:
             raise ValueError(f"{dirs[-1] / 'state.json'}: unreadable checkpoint state ({e})") from None
         return CheckpointState(dirs[-1], int(meta["step"]), meta)
 
-    def save(self, step: int, engine, meta: dict) -> Path:
+    def save(self, step: int, engine, meta: dict, optimizers: dict | None = None) -> Path:
+        """`optimizers`: further optimizers of the run by name (ReLIFT's SFT AdamW), saved like the engine's."""
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,10 @@ class Checkpointer:
         engine.model.save_pretrained(tmp, safe_serialization=True)
         engine.tokenizer.save_pretrained(tmp)
         tensors, optimizer = _split_optimizer(engine.optimizer.state_dict())
+        extra = {}
+        for name, opt in (optimizers or {}).items():
+            more, extra[name] = _split_optimizer(opt.state_dict(), prefix=f"{name}_optimizer")
+            tensors.update(more)
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -106,6 +111,7 @@ class Checkpointer:
             "step": step,
             **meta,
             "optimizer": optimizer,
+            **({"optimizers": extra} if extra else {}),
             "lr_schedule": scheduler.state_dict() if scheduler is not None else None,
             "python_rng": [py[0], list(py[1]), py[2]],
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
@@ -118,8 +124,9 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def restore(self, state: CheckpointState, engine) -> int:
-        """Load weights, optimizer, LR schedule and RNG states into `engine`; returns the step to continue from."""
+    def restore(self, state: CheckpointState, engine, optimizers: dict | None = None) -> int:
+        """Load weights, optimizer, LR schedule and RNG states into `engine` (and the named `optimizers` saved
+        with it); returns the step to continue from."""
         from safetensors.torch import load_file
 
         if state.meta.get("format") != FORMAT or not (state.path / TRAINER_STATE).exists():
@@ -138,6 +145,12 @@ class Checkpointer:
             engine.model.tie_weights()
         tensors = load_file(str(state.path / TRAINER_STATE))
         engine.optimizer.load_state_dict(_join_optimizer(state.meta["optimizer"], tensors))
+        for name, opt in (optimizers or {}).items():
+            layout = (state.meta.get("optimizers") or {}).get(name)
+            if layout is None:
+                raise ValueError(f"{state.path}: the checkpoint has no {name} optimizer state; rerun with "
+                                 "resume=never to start over")
+            opt.load_state_dict(_join_optimizer(layout, tensors))
         scheduler = getattr(engine, "scheduler", None)
         if scheduler is not None and state.meta.get("lr_schedule") is not None:
             scheduler.load_state_dict(dict(state.meta["lr_schedule"]))  # it pops keys

@@ -130,6 +130,9 @@ class Trainer:
                                   warmup_steps=int(cfg.train.get("warmup_steps", 0) or 0))
         self._prompt_cache: dict[int, Prompt] = {}
         self._warned_long_solution = False
+        from trapo.relift import LocalRelift
+
+        self.relift = LocalRelift.from_config(cfg, self.engine)  # method=relift: SFT on the hardest prompts
 
     # ---- data position and resume checks -------------------------------------------------------
     def _data_position(self, step: int) -> dict:
@@ -175,8 +178,20 @@ class Trainer:
         log.warning("resume=never: earlier outputs of %s moved to %s", self.output_dir, dest)
 
     def _checkpoint_meta(self, step: int, phase: str, tracker: Tracker) -> dict:
-        return {"mlflow_run_id": tracker.run_id, "phase": phase, "method": str(self.method.name),
+        meta = {"mlflow_run_id": tracker.run_id, "phase": phase, "method": str(self.method.name),
                 "data": self._data_position(step)}
+        if getattr(self, "relift", None) is not None:
+            meta[self.relift.CHECKPOINT_KEY] = self.relift.state()
+        return meta
+
+    def _extra_optimizers(self) -> dict:
+        """Optimizers besides the engine's that checkpoints hold (ReLIFT's SFT AdamW)."""
+        relift = getattr(self, "relift", None)
+        return {relift.CHECKPOINT_KEY: relift.optimizer} if relift is not None else {}
+
+    def _save_checkpoint(self, step: int, phase: str, tracker: Tracker) -> None:
+        self.checkpointer.save(step, self.engine, self._checkpoint_meta(step, phase, tracker),
+                               optimizers=self._extra_optimizers())
 
     def _prompt(self, idx: int) -> Prompt:
         """Tokenized training prompt `idx` with its reference solution (+ EOS) and paragraph breaks."""
@@ -211,15 +226,19 @@ class Trainer:
 
     def _rl_step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
+        indices = self._batch_indices(step)
         gen = torch.Generator().manual_seed(step_seed(int(cfg.seed), step, salt=2))
         res = rl_step(
-            self.engine, [self._prompt(i) for i in self._batch_indices(step)], self.rl_schedule, self.method,
+            self.engine, [self._prompt(i) for i in indices], self.rl_schedule, self.method,
             generate=lambda inputs, max_new: self.engine.generate(inputs, max_new_tokens=max_new,
                                                                   temperature=float(cfg.rollout.temperature),
                                                                   generator=gen),
             decode=self.engine.decode, reward_fn=self.reward_fn, max_new_tokens=int(cfg.rollout.max_new_tokens),
         )
-        return {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
+        metrics = {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
+        if self.relift is not None:  # ReLIFT: hardest prompts into the buffer, then at most one SFT step
+            metrics.update(self.relift.after_rl_step(indices, res.rollouts.samples, self._prompt))
+        return metrics
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, items: list[Item], name: str = "valid") -> tuple[dict, list[dict]]:
@@ -279,7 +298,10 @@ class Trainer:
         start = 0
         run_id = None
         if state is not None:
-            start, run_id = self.checkpointer.restore(state, self.engine), state.meta.get("mlflow_run_id")
+            start, run_id = (self.checkpointer.restore(state, self.engine, optimizers=self._extra_optimizers()),
+                             state.meta.get("mlflow_run_id"))
+            if self.relift is not None:
+                self.relift.load(state.meta.get(self.relift.CHECKPOINT_KEY))
         self.step = start
         self._truncate_metrics(start)
         tags = {**run_tags(cfg, self.output_dir, self.overrides, source=self.source, command=self.command),
@@ -346,7 +368,7 @@ class Trainer:
             final = self.final_eval()
         tracker.log_metrics(final, step=total)
         if cfg.checkpoint.save_final:
-            self.checkpointer.save(total, self.engine, self._checkpoint_meta(total, "done", tracker))
+            self._save_checkpoint(total, "done", tracker)
         (self.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
         step_log.info("final: %s", " ".join(f"{k}={v:.3f}" for k, v in final.items()))
         return final
@@ -385,7 +407,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb(done, {"valid/accuracy": metrics["valid/accuracy"]})
                 if cfg.checkpoint.every and done % int(cfg.checkpoint.every) == 0 and done < total:
-                    self.checkpointer.save(done, self.engine, self._checkpoint_meta(done, phase.kind, tracker))
+                    self._save_checkpoint(done, phase.kind, tracker)
                 bar.update(1)
                 postfix = {"loss": f"{metrics['train/loss']:.3f}"}
                 if "train/reward_mean" in metrics:

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from experiments.report.tables import ABLATION_LABELS, LABELS  # noqa: E402
 
 COLORS = {"base": "#7f7f7f", "sft": "#8c564b", "grpo": "#1f77b4", "sft_rl": "#9467bd", "luffy": "#ff7f0e",
-          "trapo": "#d62728", "mg_prefix": "#17becf", "mg_sft": "#bcbd22", "mg_luffy": "#2ca02c"}
+          "relift": "#e377c2", "trapo": "#d62728", "mg_prefix": "#17becf", "mg_sft": "#bcbd22", "mg_luffy": "#2ca02c"}
 
 
 def _color(label: str):

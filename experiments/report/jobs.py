@@ -33,7 +33,8 @@ CONF_DIR = ROOT / "conf"
 
 # keys of the resolved run config that do not change what a run trains or measures
 VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num_threads", "engine.dry_run",
-            "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher")
+            "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher",
+            "method.runner")  # which module trains a method follows from its name (baselines/)
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
@@ -241,19 +242,21 @@ class Store:
         exp = self.client.get_experiment_by_name(self.experiment)
         return exp.experiment_id if exp is not None else None
 
-    def _latest(self, filter_string: str):
-        """The newest run of the experiment that matches `filter_string`, or None."""
+    def _latest(self, filter_string: str, ascending: bool = False):
+        """The newest (`ascending`: the earliest) run of the experiment that matches `filter_string`, or None."""
         exp_id = self._exp_id()
         if exp_id is None:
             return None
-        runs = self.client.search_runs([exp_id], filter_string, order_by=["attributes.start_time DESC"], max_results=1)
+        order = "ASC" if ascending else "DESC"
+        runs = self.client.search_runs([exp_id], filter_string, order_by=[f"attributes.start_time {order}"], max_results=1)
         return runs[0] if runs else None
 
     def finished(self, config_hash: str):
         return self._latest(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
 
     def started_after(self, t0_ms: int, method: str):
-        return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}")
+        # the earliest: a job's top-level run (sft_rl on OpenRLHF starts its parent run before its two child runs)
+        return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}", ascending=True)
 
     def safe(self, what: str, fn, *args) -> None:
         try:

@@ -1,7 +1,7 @@
 """preset=paper: the runs on a GPU cluster (OpenRLHF), then experiments/evaluate.py on the five benchmarks.
 
-Each job becomes up to three commands: training (the OpenRLHF launch of trapo.engines.openrlhf.launch; SFT
-phases are not wired to OpenRLHF, so sft and sft_rl train on the local engine), evaluation of the final model
+Each job becomes up to three commands: training (`experiments/run.py` with the paper preset: the OpenRLHF launch of
+trapo.engines.openrlhf.launch, or for sft, sft_rl and relift their runner in baselines/), evaluation of the final model
 (vLLM, the paper's settings) into `<run dir>/eval/summary.json`, and pass@k on AIME24 into `<run dir>/passk/`.
 `dry_run=true` prints them. A job is reused when its run dir has the evaluation summary and a `reproduce.json`
 with the job's config hash (the OpenRLHF run's MLflow run is tagged `config_hash` after its launch returns).
@@ -19,16 +19,13 @@ from pathlib import Path
 
 from experiments.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
 
-LOCAL_ONLY = ("sft", "sft_rl")  # method.sft_fraction > 0: OpenRLHF has no SFT phase here
-
-
 def script(name: str) -> str:
     """experiments/<name> relative to the working directory (commands run where reproduce.py runs)."""
     return os.path.relpath(ROOT / "experiments" / name)
 
 
 def extra_overrides(rcfg) -> dict[str, list[str]]:
-    return {m: ["engine=local"] for m in LOCAL_ONLY}
+    return {}  # every method runs on OpenRLHF (sft, sft_rl, relift through baselines/)
 
 
 @dataclass
@@ -60,20 +57,19 @@ def commands(rcfg, job: Job, benchmarks) -> PaperCommands:
         train, model_args = None, [f"model={job.cfg.model.name}"]
         model_path = str(job.cfg.model.path)
     else:
-        ov = [o for o in run_overrides(rcfg, spec, ["engine=local"] if job.method in LOCAL_ONLY else [])
-              if not o.startswith("progress=")]
+        ov = [o for o in run_overrides(rcfg, spec) if not o.startswith("progress=")]
         train = shlex.join(["python", script("run.py"), *ov, f"hydra.run.dir={job.run_dir}"])
-        if job.cfg.engine.name == "openrlhf":
-            from trapo.engines.openrlhf.launch import build_launch
+        from baselines import final_model_dir  # the runners (a report outside trapo/ may import them)
 
-            launch = build_launch(job.cfg, job.run_dir)  # validates the config for OpenRLHF
-            model_path = next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")
-            where = f"Ray job at {launch.ray_address}" if launch.launcher == "ray_job" else "driver on this machine"
-            notes.append(f"OpenRLHF ({where}), {len(launch.openrlhf_argv)} launch arguments; the train command with "
-                         "engine.dry_run=true prints every flag")
+        model_path = final_model_dir(job.cfg, job.run_dir)  # builds, and so validates, the launch(es)
+        if job.cfg.engine.name == "openrlhf":
+            e = job.cfg.engine
+            where = f"Ray job at {e.ray_address}" if e.launcher == "ray_job" else "driver on this machine"
+            what = {"sft": "OpenRLHF's SFT trainer", "sft_rl": "OpenRLHF's SFT trainer, then the RL launch from its "
+                    "model", "relift": "the RL launch with ReLIFT's SFT step"}.get(job.method, "the RL launch")
+            notes.append(f"OpenRLHF ({where}): {what}; the train command with engine.dry_run=true prints every flag")
         else:
-            model_path = str(job.run_dir / "checkpoints" / f"step_{int(job.cfg.train.steps):06d}")
-            notes.append("sft/sft_rl train on the local engine (OpenRLHF has no SFT phase here): one GPU")
+            notes.append("local engine: one GPU")
         model_args = ["model=hf", f"model.path={model_path}"]
     ev = rcfg.presets.paper.evaluate
     evaluate = _evaluate_cmd(rcfg, job, model_args, job.run_dir / "eval", benchmarks, ev.n_samples, ev.temperature,

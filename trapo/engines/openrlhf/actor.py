@@ -76,6 +76,13 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
     """OpenRLHF's actor trainer with TRAPO's objective. Built by OpenRLHF, then adopted with `adopt`."""
 
     trapo: ActorSettings
+    relift = None  # method=relift: trapo.engines.openrlhf.relift.ActorRelift (SFT on the hardest questions)
+
+    def ppo_train(self, kl_ctl: float):
+        status = super().ppo_train(kl_ctl)
+        if self.relift is not None:  # after the RL update: the buffer, and at most one SFT step
+            status.update(self.relift.after_step(self))
+        return status
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info: Mapping[str, Any] | None = None):
         st = self.trapo
@@ -90,6 +97,8 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
         n_act = action_mask.shape[1]
         dev = action_mask.device
         col = {k: per_sample(info[k], dev) for k in INFO_KEYS}
+        if self.relift is not None:  # note the hardest questions (all G rewards 0) with their reference solution
+            self.relift.collect(experience, per_sample(info["reward"], dev), col["trapo_zero_signal"])
 
         logp, output = self.actor(experience.sequences, action_mask, attention_mask=experience.attention_mask,
                                   return_output=True, ring_attn_group=self.strategy.ring_attn_group,
@@ -158,6 +167,9 @@ def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     """
     trainer.__class__ = TrapoActorPPOTrainer
     trainer.trapo = ActorSettings.from_config(cfg)
+    from trapo.engines.openrlhf.relift import ActorRelift
+
+    trainer.relift = ActorRelift.from_config(cfg)
     trainer.actor.temperature = 1.0
     return trainer
 
@@ -176,6 +188,22 @@ def policy_actor_class(cfg_data: Mapping[str, Any]):
             from trapo.engines.openrlhf.settings import as_config
 
             adopt(self.trainer, as_config(self.trapo_config))
+            args = self.strategy.args
+            if self.trainer.relift is not None and args.ckpt.load_enable:  # ReLIFT's buffer and AdamW state
+                import os
+
+                from trapo.engines.openrlhf.relift import latest_tag_dir
+
+                tag_dir = latest_tag_dir(os.path.join(args.ckpt.path, "_actor"))
+                if tag_dir is not None:
+                    self.trainer.relift.load(tag_dir)
+
+        def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):
+            super().save_checkpoint(tag, client_states, metric_value=metric_value, metric_key=metric_key)
+            if self.trainer.relift is not None:
+                import os
+
+                self.trainer.relift.save(os.path.join(self.strategy.args.ckpt.path, "_actor", tag))
 
     TrapoPolicyModelActor.__name__ = TrapoPolicyModelActor.__qualname__ = "TrapoPolicyModelActor"
     return ray.remote(num_gpus=1)(TrapoPolicyModelActor)

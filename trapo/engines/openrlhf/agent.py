@@ -52,9 +52,13 @@ LABEL_KEYS = ("answer", "solution")
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def encode_label(answer: str, solution: str | None) -> str:
-    """The dataset's `label` column: gold answer and reference solution, as one JSON string."""
-    return json.dumps({"answer": str(answer), "solution": solution}, ensure_ascii=False)
+def encode_label(answer: str, solution: str | None, row: int | None = None) -> str:
+    """The dataset's `label` column: gold answer and reference solution (and the prompt file's row), as one JSON
+    string. OpenRLHF hands the label to the agent and keeps it in `Experience.labels` up to the actor's step."""
+    obj = {"answer": str(answer), "solution": solution}
+    if row is not None:
+        obj["row"] = int(row)
+    return json.dumps(obj, ensure_ascii=False)
 
 
 def decode_label(label: Any) -> dict:

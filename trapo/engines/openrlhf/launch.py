@@ -305,12 +305,13 @@ def build_launch(cfg, run_dir: str | Path) -> Launch:
 
 
 # ---- the prompt file -------------------------------------------------------------------------------
-def step_prompt_indices(n: int, steps: int, per_step: int, seed: int) -> list[int]:
-    """The prompts of every step, as the local trainer draws them (`Trainer._batch_indices`)."""
+def step_prompt_indices(n: int, steps: int, per_step: int, seed: int, first_step: int = 0) -> list[int]:
+    """The prompts of `steps` steps from trainer step `first_step`, as the local trainer draws them
+    (`Trainer._batch_indices`)."""
     from trapo.trainer import step_seed
 
     out, perms = [], {}
-    for k in range(steps * per_step):
+    for k in range(first_step * per_step, (first_step + steps) * per_step):
         epoch, pos = divmod(k, n)
         if epoch not in perms:
             perms[epoch] = random.Random(step_seed(seed, epoch, salt=1)).sample(range(n), n)
@@ -341,14 +342,16 @@ def write_prompts(cfg, path: Path) -> int:
         template = template or PROMPT_TEMPLATE
     mpath = resolve_model_path(cfg.model)
     tok = AutoTokenizer.from_pretrained(str(mpath) if Path(mpath).exists() else str(cfg.model.hub_id))
-    idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed))
+    # engine.first_step: set by baselines/sft_rl.py for its RL half (the steps after its SFT phase); not in the yaml
+    idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed),
+                              first_step=int(cfg.engine.get("first_step") or 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
-        for i in idx:
+        for row, i in enumerate(idx):
             it = items[i]
             fh.write(json.dumps({"prompt": build_prompt(it.question, tok, template),
-                                 "label": encode_label(it.answer, it.solution)}, ensure_ascii=False) + "\n")
+                                 "label": encode_label(it.answer, it.solution, row=row)}, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return len(idx)
 
@@ -380,7 +383,8 @@ def describe(cfg, launch: Launch) -> str:
 
 
 def runtime_env_path(launch: Launch) -> Path:
-    return Path(launch.run_dir) / "runtime_env.json"
+    # a second launch of the same run (sft_rl's SFT job, baselines/openrlhf_sft.py) names its own file
+    return Path(launch.run_dir) / getattr(launch, "runtime_env_name", "runtime_env.json")
 
 
 def short_env(launch: Launch, shell: str) -> str:

@@ -48,6 +48,8 @@ def trapo_metrics(status: Mapping[str, Any], *, n_levels: int = 4, log_levels: b
     for k, v in s.items():
         if k in TIMING:
             out[TIMING[k]] = v
+        elif k.startswith("relift/"):  # ReLIFT's buffer and SFT step (trapo/engines/openrlhf/relift.py)
+            out["train/relift_" + k[len("relift/"):]] = v
         elif not k.startswith("trapo/") and k != "actor_grad_norm":
             out[f"openrlhf/{k}"] = v
     return {k: float(v) for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
@@ -66,7 +68,7 @@ class MlflowLogger:
         self.log_levels = logs_guidance(m)
         tracking = cfg.tracking
         self.tracker = tracker or Tracker(
-            str(tracking.experiment), run_name=str(m.name),
+            str(tracking.experiment), run_name=str(tracking.get("run_name") or m.name),
             tags={"method": str(m.name), "engine": "openrlhf"}, parent_run_id=tracking.get("parent_run_id"))
         self.tracker.log_params(flatten(to_container(cfg)))
 

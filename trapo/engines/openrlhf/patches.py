@@ -14,7 +14,9 @@
    `save_logs_and_checkpoints` (the logger slot), `RolloutRayActor.generate_responses` (n concurrent
    `execute` calls sharing one sampling_params) and `SamplesGenerator._process_response_into_experience`
    (action_ranges -> action_mask, extra_logs -> info), `prepare_datasets` and `PPOTrainer.__init__` (the prompt
-   loader that `read_prompts_in_file_order` rebuilds without shuffling).
+   loader that `read_prompts_in_file_order` rebuilds without shuffling); for ReLIFT (method=relift)
+   `PolicyModelActor.save_checkpoint` (its state saved beside it), `PolicyModelActor.fit` (calls the `ppo_train` that
+   `actor.TrapoActorPPOTrainer` extends) and the DeepSpeed engine's step/backward/boundary (the SFT step).
 
 `TARGETS` holds the sha256 of each of these sources as released in 0.11.2; `check_targets` (run by the
 entry, and by tests/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
@@ -50,6 +52,10 @@ TARGETS: dict[tuple[str, str], str] = {
         "0f0d2afe178f37667d992a432c4f07c84a388b9b44b4b062fb13d0905d180f65",
     ("openrlhf.trainer.ray.ppo_actor", "PolicyModelActor.init_model_from_pretrained"):
         "502577568fbb1b6495a9823f685271cf18cdcd5c1a5e473d0474d5c1e2164652",
+    ("openrlhf.trainer.ray.ppo_actor", "PolicyModelActor.save_checkpoint"):  # ReLIFT's state beside it
+        "52fc0ebf4f055a4dcd7a26962b14de6eb704a465d748f0ac63bd57656d761598",
+    ("openrlhf.trainer.ray.ppo_actor", "PolicyModelActor.fit"):  # ppo_train, then the replay buffer cleared
+        "33a53e5b4239320cdb78bccd41a6f83f90c05a4586f89127d8130a10b7ae5a72",
     ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.__init__"):
         "52108ae9a9ec0d8f5a926cfa378ad815f0829604905000aec8b66b83dc5d8cfe",
     ("openrlhf.trainer.ppo_trainer", "BasePPOTrainer.save_logs_and_checkpoints"):
@@ -64,6 +70,16 @@ TARGETS: dict[tuple[str, str], str] = {
         "bf936e546809c6ac00ba36be68fdd3df5295124bf08c062071c1bf532abb20d2",
     ("openrlhf.utils.deepspeed.deepspeed", "DeepspeedStrategy.setup_dataloader"):
         "f4b22fa08dc3c456c257bd47de018c6fdebb4c46753eea28c6517d164164f1d1",
+    # DeepSpeed 0.19.6 (OpenRLHF 0.11.2's): ReLIFT's SFT step (trapo/engines/openrlhf/relift.py) sets the
+    # accumulation boundary, backward without the 1/gas scaling, one step with the scheduler and clip swapped
+    ("deepspeed.runtime.engine", "DeepSpeedEngine.step"):
+        "fb8d974e224d165c88e074bc9c92c55f167e2b801b9ee8c7020af0d6c1f36fec",
+    ("deepspeed.runtime.engine", "DeepSpeedEngine.backward"):
+        "4600a72e3d3f3d12cd8031239e9f1d0ad321d0804a07988868864980fa7ac368",
+    ("deepspeed.runtime.engine", "DeepSpeedEngine.is_gradient_accumulation_boundary"):
+        "e0fcf0bd95e54d60a6f89552058709e5565f8471fccac621b5300d4de971faad",
+    ("deepspeed.runtime.engine", "DeepSpeedEngine._take_model_step"):
+        "2c94d8c2edef956bfdb917b469fbeab9556bf1f811b43bec377288fcd1f1ee30",
 }
 
 

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from trapo.engines.openrlhf import CONFIG_ENV
 
-SUPPORTED_METHODS_NOTE = "SFT phases (method.sft_fraction > 0) are not wired to OpenRLHF; use engine=local for sft/sft_rl"
+SUPPORTED_METHODS_NOTE = ("the RL launch has no SFT phase (method.sft_fraction > 0): method=sft and sft_rl run "
+                          "through baselines/ (OpenRLHF's own SFT trainer, then this launch for sft_rl's RL steps)")
 
 
 def to_container(cfg) -> dict:

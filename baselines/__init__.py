@@ -1,0 +1,58 @@
+"""Baseline runners beside the TRAPO trainer: SFT, SFT-then-RL and ReLIFT, on `engine=local` and `engine=openrlhf`.
+
+A method whose config names a `runner` (conf/method/sft.yaml, sft_rl.yaml, relift.yaml) is trained by
+`baselines.<runner>.run(cfg, ctx)`; every other method (trapo, grpo, luffy, the ablations) is a method config of the
+TRAPO trainer (`trapo.trainer.Trainer`, or its OpenRLHF launch). `experiments/run.py` dispatches.
+
+    sft     local: the trainer's SFT phase (method.sft_fraction 1)  openrlhf: OpenRLHF's own SFT trainer
+            (`openrlhf.cli.train_sft` under DeepSpeed, baselines/openrlhf_sft.py), tracked in MLflow
+    sft_rl  local: SFT then GRPO from its weights in one run        openrlhf: that SFT launch, then the RL launch
+            from its output directory, one MLflow parent run with the two as children
+    relift  local: the trainer with ReLIFT's hook (trapo/relift.py)  openrlhf: the RL launch; the TRAPO actor runs
+            the SFT step on the hardest questions (trapo/engines/openrlhf/relift.py)
+
+Dependency direction: evaluation <- trapo <- baselines <- experiments (trapo never imports this package).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from baselines.common import RunContext
+
+RUNNERS = ("sft", "sft_rl", "relift")
+
+__all__ = ["RUNNERS", "RunContext", "runner_for", "run"]
+
+
+def runner_for(cfg):
+    """The runner module of the config's method, or None when the TRAPO trainer runs it."""
+    name = cfg.method.get("runner")
+    if not name:
+        return None
+    if name not in RUNNERS:
+        raise ValueError(f"config method.runner: unknown runner {name!r}; one of {', '.join(RUNNERS)}")
+    return importlib.import_module(f"baselines.{name}")
+
+
+def run(cfg, ctx: RunContext) -> dict[str, float]:
+    runner = runner_for(cfg)
+    if runner is None:
+        raise ValueError(f"method {cfg.method.name} has no runner: it is trained by the TRAPO trainer")
+    return runner.run(cfg, ctx)
+
+
+def final_model_dir(cfg, run_dir) -> str:
+    """Where the trained model of a run lands (a Hugging Face model directory), for evaluation afterwards."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if cfg.engine.name != "openrlhf":
+        return str(run_dir / "checkpoints" / f"step_{int(cfg.train.steps):06d}")
+    runner = runner_for(cfg)
+    if runner is not None and hasattr(runner, "final_model_dir"):
+        return runner.final_model_dir(cfg, run_dir)
+    from trapo.engines.openrlhf.launch import build_launch
+
+    launch = build_launch(cfg, run_dir)  # validates the config for OpenRLHF
+    return next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")
