@@ -242,14 +242,13 @@ class Store:
         exp = self.client.get_experiment_by_name(self.experiment)
         return exp.experiment_id if exp is not None else None
 
-    def _latest(self, filter_string: str, earliest: bool = False):
-        """The newest (`earliest`: the oldest) run of the experiment that matches `filter_string`, or None."""
+    def _latest(self, filter_string: str, ascending: bool = False):
+        """The newest (`ascending`: the earliest) run of the experiment that matches `filter_string`, or None."""
         exp_id = self._exp_id()
         if exp_id is None:
             return None
-        order = "ASC" if earliest else "DESC"
-        runs = self.client.search_runs([exp_id], filter_string, order_by=[f"attributes.start_time {order}"],
-                                       max_results=1)
+        order = "ASC" if ascending else "DESC"
+        runs = self.client.search_runs([exp_id], filter_string, order_by=[f"attributes.start_time {order}"], max_results=1)
         return runs[0] if runs else None
 
     def finished(self, config_hash: str):
@@ -257,7 +256,7 @@ class Store:
 
     def started_after(self, t0_ms: int, method: str):
         # the earliest: a job's top-level run (sft_rl on OpenRLHF starts its parent run before its two child runs)
-        return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}", earliest=True)
+        return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}", ascending=True)
 
     def safe(self, what: str, fn, *args) -> None:
         try:
