@@ -54,5 +54,4 @@ def final_model_dir(cfg, run_dir) -> str:
         return runner.final_model_dir(cfg, run_dir)
     from trapo.engines.openrlhf.launch import build_launch
 
-    launch = build_launch(cfg, run_dir)  # validates the config for OpenRLHF
-    return next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")
+    return build_launch(cfg, run_dir).output_dir  # builds, and so validates, the launch

@@ -31,3 +31,14 @@ def engine_name(cfg) -> str:
     if name not in ("local", "openrlhf"):
         raise ValueError(f"config engine.name must be local or openrlhf, got {name!r}")
     return name
+
+
+def run_on_engine(cfg, ctx: RunContext, openrlhf_module: str) -> dict[str, float]:
+    """engine=local: the TRAPO trainer; engine=openrlhf: `openrlhf_module.main(cfg, run_dir)` (the dry run or the
+    launch; its metrics reach MLflow from the cluster, so nothing is returned here)."""
+    if engine_name(cfg) == "local":
+        return train_local(cfg, ctx)
+    import importlib
+
+    importlib.import_module(openrlhf_module).main(cfg, ctx.output_dir)
+    return {}

@@ -22,22 +22,16 @@ What the flags say (`sft_flags`; `SFT_TARGETS` pins the OpenRLHF functions this 
 
 from __future__ import annotations
 
-import argparse
-import ast
-import datetime
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
-from trapo.engines.openrlhf.launch import (REPO, Flag, Launch, context_problem, data_source, input_warnings, max_len,
-                                           model_source, readable_runtime_env, short_env, step_prompt_indices,
-                                           tracking_uri_abs)
+from trapo.engines.openrlhf.launch import (REPO, Flag, Launch, data_source, deepspeed_flags, input_warnings,
+                                           max_len, model_source, optimizer_flags, readable_runtime_env, short_env,
+                                           step_prompt_indices, tracking_uri_abs, training_set, write_jsonl_atomic)
 from trapo.engines.openrlhf.settings import encode, to_container
 
 ENTRY_MODULE = "baselines.openrlhf_sft_entry"
@@ -67,39 +61,16 @@ SFT_TARGETS: dict[tuple[str, str], str] = {
 # ---- OpenRLHF's train_sft command line, and DeepSpeed's launcher ------------------------------------------
 def check_sft_targets() -> list[str]:
     """Problems found: a different OpenRLHF version, or a changed source of a function the SFT path relies on."""
-    from trapo.engines.openrlhf.patches import installed_version, target_hash
+    from trapo.engines.openrlhf.patches import check_targets
 
-    problems = []
-    ver = installed_version()
-    if ver != OPENRLHF_VERSION:
-        problems.append(f"OpenRLHF {ver} installed; baselines/openrlhf_sft.py targets {OPENRLHF_VERSION}")
-    for (module, qual), want in SFT_TARGETS.items():
-        try:
-            got = target_hash(module, qual)
-        except (ImportError, LookupError, OSError) as e:
-            problems.append(f"{module}:{qual}: {e}")
-            continue
-        if got != want:
-            problems.append(f"{module}:{qual} changed (sha256 {got[:12]}, expected {want[:12]}): re-check "
-                            f"baselines/openrlhf_sft.py against it")
-    return problems
+    return check_targets(SFT_TARGETS, owner="baselines/openrlhf_sft.py")
 
 
 def run_sft_cli_block(argv: list[str], train: Callable[[Any], Any]) -> None:
     """Run OpenRLHF's `train_sft` __main__ block (parser, defaults, checks) on argv; it ends in `train(args)`."""
-    from trapo.engines.openrlhf.patches import _find, module_file
+    from trapo.engines.openrlhf.patches import run_cli_block
 
-    path = module_file("openrlhf.cli.train_sft")
-    block = _find(ast.parse(path.read_text()), "__main__")
-    code = compile(ast.Module(body=block.body, type_ignores=[]), str(path), "exec")
-    namespace = {"__name__": "__main__", "argparse": argparse, "datetime": datetime.datetime, "os": os,
-                 "train": train}
-    old_argv = sys.argv
-    sys.argv = [str(path), *argv]
-    try:
-        exec(code, namespace)  # noqa: S102 - OpenRLHF's own, installed source
-    finally:
-        sys.argv = old_argv
+    run_cli_block(argv, train, module="openrlhf.cli.train_sft")
 
 
 def parse_sft_args(argv: list[str]) -> SimpleNamespace:
@@ -143,10 +114,6 @@ class SFTLaunch(Launch):
                     str(self.gpus_per_node), "--", *self.entry_argv]
         return list(self.entry_argv)
 
-    @property
-    def output_dir(self) -> str:
-        return next(str(f.value) for f in self.flags if f.flag == "--ckpt.output_dir")
-
 
 def output_root(cfg, run_dir: Path) -> Path:
     e = cfg.engine
@@ -160,8 +127,7 @@ def data_path(cfg, run_dir: Path) -> Path:
 
 def sft_flags(cfg, out: Path, data: Path, *, steps: int) -> list[Flag]:
     """OpenRLHF train_sft flags for `steps` SFT steps writing to `out` (final model in out/final)."""
-    e, t, ck = cfg.engine, cfg.train, cfg.checkpoint
-    warmup = int(t.get("warmup_steps", 0) or 0)
+    e, t = cfg.engine, cfg.train
     F = Flag
     return [
         F("--model.model_name_or_path", model_source(cfg.model), "model.path / model.hub_id"),
@@ -175,28 +141,8 @@ def sft_flags(cfg, out: Path, data: Path, *, steps: int) -> list[Flag]:
         F("--train.batch_size", int(t.prompts_per_step), "train.prompts_per_step (one optimizer step per step)"),
         F("--train.micro_batch_size", int(e.micro_train_batch_size), "engine.micro_train_batch_size"),
         F("--train.seed", int(cfg.seed), "seed"),
-        F("--adam.lr", float(t.sft_lr), "train.sft_lr"),
-        F("--adam.betas", (0.9, 0.999), None),  # torch.optim.AdamW's defaults, as the local engine
-        F("--adam.eps", 1e-8, None),
-        F("--adam.weight_decay", float(t.weight_decay), "train.weight_decay"),
-        F("--lr_scheduler", "constant_with_warmup" if warmup else "constant", "train.warmup_steps"),
-        F("--lr_warmup_ratio", (warmup - 0.5) / max(1, steps) if warmup else 0.0, "train.warmup_steps / train.steps"),
-        F("--max_norm", float(t.grad_clip), "train.grad_clip"),
-        F("--ds.zero_stage", int(e.zero_stage), "engine.zero_stage"),
-        F("--ds.param_dtype", str(e.param_dtype), "engine.param_dtype"),
-        F("--ds.grad_accum_dtype", str(e.grad_accum_dtype) if e.get("grad_accum_dtype") else None,
-          "engine.grad_accum_dtype"),
-        F("--ds.adam_offload", bool(e.adam_offload), "engine.adam_offload"),
-        F("--model.gradient_checkpointing_enable", bool(e.gradient_checkpointing), "engine.gradient_checkpointing"),
-        F("--ds.attn_implementation", str(e.attn_implementation), "engine.attn_implementation"),
-        F("--ds.packing_samples", bool(e.packing_samples), "engine.packing_samples"),
-        F("--ckpt.output_dir", str(out / "final"), "engine.output_dir"),
-        F("--ckpt.path", str(out / "checkpoints"), "engine.output_dir"),
-        F("--ckpt.save_steps", int(ck.every) if int(ck.every) > 0 else -1, "checkpoint.every"),
-        F("--ckpt.max_num", int(ck.keep), "checkpoint.keep"),
-        F("--ckpt.save_hf", True, None),
-        F("--ckpt.load_enable", cfg.resume == "auto", "resume"),
-        F("--logger.logging_steps", 1, None),
+        *optimizer_flags(cfg, "--", lr=float(t.sft_lr), lr_source="train.sft_lr", steps=steps),
+        *deepspeed_flags(cfg, out, gradient_checkpointing_flag="--model.gradient_checkpointing_enable"),
     ]
 
 
@@ -234,38 +180,15 @@ def build_sft_launch(cfg, run_dir: str | Path, *, steps: int | None = None, firs
 def write_sft_data(cfg, path: Path, *, steps: int, first_step: int = 0) -> int:
     """OpenRLHF's SFT dataset: the prompts of steps [first_step, first_step + steps) in the local trainer's order,
     each with its reference solution + the EOS string."""
-    from transformers import AutoTokenizer
+    from evaluation.prompts import build_prompt
 
-    from trapo.data.loading import load_dataset
-    from trapo.models.loading import resolve_model_path
-    from trapo.prompts import build_prompt
-
-    data = load_dataset(cfg.data)
-    items = data.train
-    if not items:
-        raise ValueError("the training set is empty")
-    missing = sum(1 for it in items if not it.solution)
-    if missing:
-        raise ValueError(f"{missing} training rows have no reference solution: SFT needs one per prompt")
-    template = cfg.model.get("prompt_template")
-    if cfg.model.kind == "tiny":
-        from trapo.models.tiny import PROMPT_TEMPLATE
-
-        template = template or PROMPT_TEMPLATE
-    mpath = resolve_model_path(cfg.model)
-    tok = AutoTokenizer.from_pretrained(str(mpath) if Path(mpath).exists() else str(cfg.model.hub_id))
+    items, tok, template = training_set(cfg, needs="SFT needs one per prompt")
     if not tok.eos_token:
         raise ValueError("the tokenizer has no EOS token: OpenRLHF's SFT data needs one")
     idx = step_prompt_indices(len(items), int(steps), int(cfg.train.prompts_per_step), int(cfg.seed),
                               first_step=int(first_step))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        for i in idx:
-            it = items[i]
-            fh.write(json.dumps({"prompt": build_prompt(it.question, tok, template),
-                                 "response": it.solution + tok.eos_token}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, ({"prompt": build_prompt(items[i].question, tok, template),
+                               "response": items[i].solution + tok.eos_token} for i in idx))
     return len(idx)
 
 
@@ -307,21 +230,14 @@ def validate_with_openrlhf(launch: SFTLaunch) -> str:
 
 
 def execute(cfg, launch: SFTLaunch) -> None:
-    """Write the data file, print the command and run it (blocking); a failure stops the run."""
-    problem = context_problem(cfg)
-    if problem:
-        raise ValueError(f"config: {problem}")
-    for w in input_warnings(cfg, launch):
-        if not w.startswith("prompt file"):
-            print(f"WARNING: {w}", flush=True)
-    n = write_sft_data(cfg, launch.prompts_path, steps=launch.steps, first_step=launch.first_step)
-    print(f"wrote {n} SFT rows to {launch.prompts_path}")
-    print("\n".join(readable_runtime_env(launch)))
-    print(short_env(launch, launch.shell(multiline=True)), flush=True)
-    env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
-    rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
-    if rc != 0:
-        raise SystemExit(rc)
+    """Write the SFT data file, print the command and run it (blocking); a failure stops the run."""
+    from trapo.engines.openrlhf.launch import execute as run_launch
+
+    def write() -> str:
+        n = write_sft_data(cfg, launch.prompts_path, steps=launch.steps, first_step=launch.first_step)
+        return f"wrote {n} SFT rows to {launch.prompts_path}"
+
+    run_launch(cfg, launch, write)
 
 
 def main(cfg, run_dir: str | Path) -> float:

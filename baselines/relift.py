@@ -10,8 +10,7 @@ state for it (trapo/engines/openrlhf/relift.py). The buffer and that state are s
 
 from __future__ import annotations
 
-
-from baselines.common import RunContext, engine_name, train_local
+from baselines.common import RunContext, run_on_engine
 from trapo.relift import ReliftSettings
 
 
@@ -23,17 +22,11 @@ def check(cfg) -> None:
 
 def run(cfg, ctx: RunContext) -> dict[str, float]:
     check(cfg)
-    if engine_name(cfg) == "local":
-        return train_local(cfg, ctx)
-    from trapo.engines.openrlhf.launch import main
-
-    main(cfg, ctx.output_dir)
-    return {}
+    return run_on_engine(cfg, ctx, "trapo.engines.openrlhf.launch")
 
 
 def final_model_dir(cfg, run_dir) -> str:
     from trapo.engines.openrlhf.launch import build_launch
 
     check(cfg)
-    launch = build_launch(cfg, run_dir)  # validates the config for OpenRLHF
-    return next(str(f.value) for f in launch.flags if f.flag == "--ckpt.output_dir")
+    return build_launch(cfg, run_dir).output_dir  # builds, and so validates, the launch

@@ -7,8 +7,7 @@ tracked in MLflow with the local engine's metric names; `engine.dry_run=true` pr
 
 from __future__ import annotations
 
-
-from baselines.common import RunContext, engine_name, train_local
+from baselines.common import RunContext, run_on_engine
 
 
 def check(cfg) -> None:
@@ -19,12 +18,7 @@ def check(cfg) -> None:
 
 def run(cfg, ctx: RunContext) -> dict[str, float]:
     check(cfg)
-    if engine_name(cfg) == "local":
-        return train_local(cfg, ctx)
-    from baselines.openrlhf_sft import main
-
-    main(cfg, ctx.output_dir)
-    return {}
+    return run_on_engine(cfg, ctx, "baselines.openrlhf_sft")
 
 
 def final_model_dir(cfg, run_dir) -> str:

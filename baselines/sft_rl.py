@@ -130,24 +130,15 @@ def launch_both(cfg, ctx: RunContext) -> None:
 
 
 def execute_rl(cfg, launch) -> None:
-    """`trapo.engines.openrlhf.launch.main` for an already built launch (its model flag points at the SFT model)."""
-    import os
-    import subprocess
-
+    """`trapo.engines.openrlhf.launch.main` for an already built launch (its model flag points at the SFT model,
+    so the model-dir warning of the config's model does not apply)."""
     from trapo.engines.openrlhf import launch as rl_launch
 
-    problem = rl_launch.context_problem(cfg)
-    if problem:
-        raise ValueError(f"config: {problem}")
-    n = rl_launch.write_prompts(cfg, launch.prompts_path)
-    print(f"wrote {n} prompts to {launch.prompts_path}")
-    print("\n".join(rl_launch.readable_runtime_env(launch)))
-    print(rl_launch.short_env(launch, launch.shell(multiline=True)), flush=True)
-    env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
-    rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
-    if rc != 0:
-        raise SystemExit(rc)
+    def write() -> str:
+        return f"wrote {rl_launch.write_prompts(cfg, launch.prompts_path)} prompts to {launch.prompts_path}"
+
+    rl_launch.execute(cfg, launch, write, quiet=("prompt file", "model dir"))
 
 
 def final_model_dir(cfg, run_dir) -> str:
-    return next(str(f.value) for f in plan(cfg, run_dir).rl.flags if f.flag == "--ckpt.output_dir")
+    return plan(cfg, run_dir).rl.output_dir

@@ -127,19 +127,8 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
     local_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     engine = LocalEngine(local_model, tok, lr=lr, grad_clip=float(cfg.train.grad_clip), micro_batch_size=5,
                          device=device)
-    seen = {}
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def recording_clip(params, *a, **k):
-        params = list(params)
-        seen["g"] = [p.grad.detach().clone() for p in params]
-        return clip(params, *a, **k)
-
-    torch.nn.utils.clip_grad_norm_ = recording_clip
-    try:
+    with P.recorded_clip_grads() as seen:
         st = update(engine, samples, cfg.method, P.MAX_NEW)  # the trainer's update (Dr.GRPO normaliser)
-    finally:
-        torch.nn.utils.clip_grad_norm_ = clip
     local_names = [n for n, _ in engine.model.named_parameters()]
 
     class OneGPUStrategy(DeepspeedStrategy if cuda else P.CPUStrategy):
@@ -163,12 +152,8 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
             # OpenRLHF's own step (the CPU parity strategy's override reads p.grad, None under ZeRO-2/3)
             DeepspeedStrategy.optimizer_step(self, optimizer, model, scheduler, name=name, **kw)
 
-    launch = P.launch_mod.build_launch(cfg, str(work / f"ds-zero{zero_stage}"))
-    argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
-    args = P.patches.parse_openrlhf_args(argv)
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29600 + zero_stage), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0" if cuda else "-1").items():
-        os.environ[k] = v
+    args = P.launch_args(cfg, work / f"ds-zero{zero_stage}", model_dir)
+    P.dist_env(29600 + zero_stage, local_rank="0" if cuda else "-1")
     args.local_rank = 0 if cuda else -1
     strategy = OneGPUStrategy(seed=args.train.seed, max_norm=args.actor.max_norm,
                               micro_train_batch_size=args.train.micro_batch_size,
@@ -177,33 +162,11 @@ def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="sdpa")
-    actor = P.models_mod.Actor(model)
-    actor.packing_samples = False
-    actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
-                     lr_scheduler=args.actor.lr_scheduler, lr_warmup_ratio=args.actor.lr_warmup_ratio,
-                     min_lr_ratio=args.actor.min_lr_ratio, max_norm=args.actor.max_norm, scheduler_steps=1)
-    actor, optim, sched = strategy.prepare((actor, actor_cfg))
-    shims = contextlib.nullcontext if cuda else (lambda: P.cpu_cuda_shims(0))
-    with shims():
-        trainer = P.ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim,
-                                              actor_scheduler=sched, micro_train_batch_size=args.train.micro_batch_size,
-                                              tokenizer=tok, eps_clip=args.actor.eps_clip, vllm_engines=None)
-    P.actor_mod.adopt(trainer, cfg)
+    actor, trainer = P.actor_trainer(strategy, args, model, tok, cfg, shims=contextlib.nullcontext if cuda else None)
     if not cuda:
         trainer.dataloader_pin_memory = False
-    dev = torch.cuda.current_device() if cuda else torch.device("cpu")
-    exps = [P.sg_mod.SamplesGenerator._process_response_into_experience(P.SimpleNamespace(args=args), r,
-                                                                         max_len=args.data.max_len)
-            for r in responses]
-    mb = args.rollout.micro_batch_size
-    for i in range(0, len(exps), mb):
-        b = P.exp_mod.Experience.concat_experiences(exps[i:i + mb], tok.pad_token_id).to_device(dev)
-        with torch.no_grad():
-            actor.eval()
-            b.action_log_probs = actor(b.sequences, b.action_mask, b.attention_mask)
-        b.rewards = b.rewards.float()
-        b.advantages = torch.zeros_like(b.action_log_probs)
-        trainer.replay_buffer.append(b)
+    P.fill_replay_buffer(trainer, actor, args, responses, tok,
+                         device=torch.cuda.current_device() if cuda else torch.device("cpu"))
     t0 = time.perf_counter()
     with (contextlib.nullcontext() if cuda else P.cpu_cuda_shims("cpu")):
         status = trainer.ppo_train(0.0)

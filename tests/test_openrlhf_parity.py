@@ -16,6 +16,7 @@ the optimizer step, and the logged metrics under the local engine's names.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from types import SimpleNamespace
@@ -80,6 +81,74 @@ class CPUStrategy(ds_mod.DeepspeedStrategy):
         if engine.is_gradient_accumulation_boundary():
             self.grads = [p.grad.detach().clone() for p in engine.module.parameters()]
         super().optimizer_step(optimizer, model, scheduler, name=name, **kwargs)
+
+
+# ---- the set-up the parity, ReLIFT and GPU checks share (tests/test_openrlhf_relift.py, scripts/gpu_check.py) ----
+@contextlib.contextmanager
+def recorded_clip_grads():
+    """Yields a dict whose "g" is every parameter's gradient just before the local engine clips it."""
+    seen = {}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, *a, **k):
+        params = list(params)
+        seen["g"] = [p.grad.detach().clone() for p in params]
+        return clip(params, *a, **k)
+
+    torch.nn.utils.clip_grad_norm_ = recording_clip
+    try:
+        yield seen
+    finally:
+        torch.nn.utils.clip_grad_norm_ = clip
+
+
+def launch_args(cfg, run_dir, model_dir):
+    """The launcher's OpenRLHF flags for cfg (model flag -> model_dir), parsed and checked by OpenRLHF."""
+    launch = launch_mod.build_launch(cfg, str(run_dir))
+    argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
+    return patches.parse_openrlhf_args(argv)
+
+
+def dist_env(port: int, local_rank: str = "-1") -> None:
+    """One process, world size 1, for torch.distributed and DeepSpeed."""
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK=local_rank).items():
+        os.environ[k] = v
+
+
+def actor_trainer(strategy, args, model, tok, cfg, shims=None):
+    """OpenRLHF's Actor and ActorPPOTrainer around `model`, prepared by `strategy` as
+    PolicyModelActor.init_model_from_pretrained does, then adopted by TRAPO's actor."""
+    actor = models_mod.Actor(model)
+    actor.packing_samples = args.ds.packing_samples  # set by Actor(path); Actor(module) leaves it unset
+    actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
+                     lr_scheduler=args.actor.lr_scheduler, lr_warmup_ratio=args.actor.lr_warmup_ratio,
+                     min_lr_ratio=args.actor.min_lr_ratio, max_norm=args.actor.max_norm, scheduler_steps=1)
+    actor, optim, sched = strategy.prepare((actor, actor_cfg))
+    with (shims or (lambda: cpu_cuda_shims(0)))():
+        trainer = ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim, actor_scheduler=sched,
+                                            micro_train_batch_size=args.train.micro_batch_size, tokenizer=tok,
+                                            eps_clip=args.actor.eps_clip, vllm_engines=None)
+    actor_mod.adopt(trainer, cfg)  # what TrapoPolicyModelActor does after OpenRLHF built the trainer
+    return actor, trainer
+
+
+def fill_replay_buffer(trainer, actor, args, responses, tok, device=None) -> None:
+    """Experiences exactly as OpenRLHF makes them: rollout responses -> experiences -> old log-probs -> buffer."""
+    gen = SimpleNamespace(args=args)
+    exps = [sg_mod.SamplesGenerator._process_response_into_experience(gen, r, max_len=args.data.max_len)
+            for r in responses]
+    mb = args.rollout.micro_batch_size
+    for i in range(0, len(exps), mb):
+        b = exp_mod.Experience.concat_experiences(exps[i:i + mb], tok.pad_token_id)
+        if device is not None:
+            b = b.to_device(device)
+        with torch.no_grad():
+            actor.eval()
+            b.action_log_probs = actor(b.sequences, b.action_mask, b.attention_mask)
+        b.rewards = b.rewards.float()
+        b.advantages = torch.zeros_like(b.action_log_probs)  # OpenRLHF's own; TRAPO's come from info
+        trainer.replay_buffer.append(b)
 
 
 def _script_rollout(cfg, tok, problems):
@@ -166,63 +235,25 @@ def both_engines():
     local_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     start_params = [p.detach().clone() for p in local_model.parameters()]
     engine = LocalEngine(local_model, tok, lr=LR, grad_clip=float(cfg.train.grad_clip), micro_batch_size=5)
-    local_grads = {}
-    orig_clip = torch.nn.utils.clip_grad_norm_
-
-    def recording_clip(params, *a, **k):
-        params = list(params)
-        local_grads["g"] = [p.grad.detach().clone() for p in params]
-        return orig_clip(params, *a, **k)
-
-    torch.nn.utils.clip_grad_norm_ = recording_clip
-    try:
+    with recorded_clip_grads() as local_grads:
         st = update(engine, samples, cfg.method, MAX_NEW)  # the trainer's update, Dr.GRPO's constant normaliser
-    finally:
-        torch.nn.utils.clip_grad_norm_ = orig_clip
     n_levels = 4
     local = _local_metrics(samples, st, n_levels)
 
     # ---- OpenRLHF: the launcher's flags, OpenRLHF's parser and checks ----
-    launch = launch_mod.build_launch(cfg, "/tmp/trapo-parity-run")
-    argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
-    args = patches.parse_openrlhf_args(argv)
+    args = launch_args(cfg, "/tmp/trapo-parity-run", model_dir)
     assert args.train.batch_size == len(samples) and args.rollout.max_new_tokens == MAX_NEW
     args.local_rank = -1
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="-1").items():
-        os.environ.setdefault(k, v)
+    dist_env(29533)
     strategy = CPUStrategy(seed=args.train.seed, max_norm=args.actor.max_norm,
                            micro_train_batch_size=args.train.micro_batch_size, train_batch_size=args.train.batch_size,
                            zero_stage=args.ds.zero_stage, args=args)
     strategy.setup_distributed()
     assert strategy.accumulated_gradient == 4
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    actor = models_mod.Actor(model)
-    actor.packing_samples = args.ds.packing_samples  # set by Actor(path); Actor(module) leaves it unset
-    actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
-                     lr_scheduler=args.actor.lr_scheduler, lr_warmup_ratio=args.actor.lr_warmup_ratio,
-                     min_lr_ratio=args.actor.min_lr_ratio, max_norm=args.actor.max_norm, scheduler_steps=1)
-    actor, optim, sched = strategy.prepare((actor, actor_cfg))  # as PolicyModelActor.init_model_from_pretrained
-    with cpu_cuda_shims(0):
-        trainer = ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim, actor_scheduler=sched,
-                                            micro_train_batch_size=args.train.micro_batch_size, tokenizer=tok,
-                                            eps_clip=args.actor.eps_clip, vllm_engines=None)
-    actor_mod.adopt(trainer, cfg)  # what TrapoPolicyModelActor does after OpenRLHF built the trainer
+    actor, trainer = actor_trainer(strategy, args, model, tok, cfg)
     trainer.dataloader_pin_memory = False
-
-    # experiences exactly as OpenRLHF makes them (rollout -> old log-probs -> replay buffer)
-    gen = SimpleNamespace(args=args)
-    exps = [sg_mod.SamplesGenerator._process_response_into_experience(gen, r, max_len=args.data.max_len)
-            for r in responses]
-    mb = args.rollout.micro_batch_size
-    batches = [exp_mod.Experience.concat_experiences(exps[i:i + mb], tok.pad_token_id)
-               for i in range(0, len(exps), mb)]
-    for b in batches:
-        with torch.no_grad():
-            actor.eval()
-            b.action_log_probs = actor(b.sequences, b.action_mask, b.attention_mask)
-        b.rewards = b.rewards.float()
-        b.advantages = torch.zeros_like(b.action_log_probs)  # OpenRLHF's own; TRAPO's come from info
-        trainer.replay_buffer.append(b)
+    fill_replay_buffer(trainer, actor, args, responses, tok)
     with cpu_cuda_shims("cpu"):
         status = trainer.ppo_train(0.0)
     orl = logger_mod.trapo_metrics(status, n_levels=n_levels)

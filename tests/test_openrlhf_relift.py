@@ -16,7 +16,6 @@ the ReLIFT state saved in and loaded from a checkpoint directory.
 from __future__ import annotations
 
 import copy
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -27,15 +26,12 @@ from openrlhf_support import compose, cpu_cuda_shims, openrlhf_modules, require_
 require_openrlhf()
 pytestmark = pytest.mark.openrlhf
 
-(agent_mod, actor_mod, relift_mod, logger_mod, patches, launch_mod, ppo_actor, models_mod, sg_mod,
- exp_mod) = openrlhf_modules(
-    "trapo.engines.openrlhf.agent", "trapo.engines.openrlhf.actor", "trapo.engines.openrlhf.relift",
-    "trapo.engines.openrlhf.mlflow_logger", "trapo.engines.openrlhf.patches", "trapo.engines.openrlhf.launch",
-    "openrlhf.trainer.ray.ppo_actor", "openrlhf.models", "openrlhf.trainer.ppo_utils.samples_generator",
-    "openrlhf.trainer.ppo_utils.experience")
+agent_mod, relift_mod, logger_mod = openrlhf_modules(
+    "trapo.engines.openrlhf.agent", "trapo.engines.openrlhf.relift", "trapo.engines.openrlhf.mlflow_logger")
 
 from test_openrlhf_parity import CPUStrategy as ParityStrategy  # noqa: E402
-from test_openrlhf_parity import _sample_from_response  # noqa: E402
+from test_openrlhf_parity import (_sample_from_response, actor_trainer, dist_env, fill_replay_buffer,  # noqa: E402
+                                  launch_args)
 
 from trapo.data.synthetic import make_split  # noqa: E402
 from trapo.engines.local import LocalEngine  # noqa: E402
@@ -117,42 +113,18 @@ def both(request):
     local_metrics = relift.after_rl_step([0, 1, 2], samples, lambda i: prompts[i])
 
     # ---- OpenRLHF ----
-    launch = launch_mod.build_launch(cfg, "/tmp/trapo-relift-run")
-    argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
-    args = patches.parse_openrlhf_args(argv)
+    args = launch_args(cfg, "/tmp/trapo-relift-run", model_dir)
     args.local_rank = -1
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29534", RANK="0", WORLD_SIZE="1", LOCAL_RANK="-1").items():
-        os.environ.setdefault(k, v)
+    dist_env(29534)
     strategy = CPUStrategy(seed=args.train.seed, max_norm=args.actor.max_norm,
                            micro_train_batch_size=args.train.micro_batch_size, train_batch_size=args.train.batch_size,
                            zero_stage=args.ds.zero_stage, args=args)
     strategy.setup_distributed()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    actor = models_mod.Actor(model)
-    actor.packing_samples = args.ds.packing_samples
-    actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
-                     lr_scheduler=args.actor.lr_scheduler, lr_warmup_ratio=args.actor.lr_warmup_ratio,
-                     min_lr_ratio=args.actor.min_lr_ratio, max_norm=args.actor.max_norm, scheduler_steps=1)
-    actor, optim, sched = strategy.prepare((actor, actor_cfg))
-    with cpu_cuda_shims(0):
-        trainer = ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim, actor_scheduler=sched,
-                                            micro_train_batch_size=args.train.micro_batch_size, tokenizer=tok,
-                                            eps_clip=args.actor.eps_clip, vllm_engines=None)
-    actor_mod.adopt(trainer, cfg)
+    actor, trainer = actor_trainer(strategy, args, model, tok, cfg)
     assert isinstance(trainer.relift, relift_mod.ActorRelift)
     trainer.dataloader_pin_memory = False
-    gen = SimpleNamespace(args=args)
-    exps = [sg_mod.SamplesGenerator._process_response_into_experience(gen, r, max_len=args.data.max_len)
-            for r in responses]
-    mb = args.rollout.micro_batch_size
-    for i in range(0, len(exps), mb):
-        b = exp_mod.Experience.concat_experiences(exps[i:i + mb], tok.pad_token_id)
-        with torch.no_grad():
-            actor.eval()
-            b.action_log_probs = actor(b.sequences, b.action_mask, b.attention_mask)
-        b.rewards = b.rewards.float()
-        b.advantages = torch.zeros_like(b.action_log_probs)
-        trainer.replay_buffer.append(b)
+    fill_replay_buffer(trainer, actor, args, responses, tok)
 
     ds = actor.model
     seen = {}

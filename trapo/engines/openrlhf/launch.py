@@ -75,6 +75,11 @@ class Launch:
     def entry_argv(self) -> list[str]:
         return [*ENTRY, *self.openrlhf_argv]
 
+    @property
+    def output_dir(self) -> str:
+        """Where OpenRLHF saves the final model (its --ckpt.output_dir)."""
+        return next(str(f.value) for f in self.flags if f.flag == "--ckpt.output_dir")
+
     def runtime_env(self) -> dict:
         return {"env_vars": dict(self.env), "excludes": list(WORKING_DIR_EXCLUDES)}
 
@@ -206,13 +211,57 @@ def input_warnings(cfg, launch: "Launch") -> list[str]:
 
 
 # ---- the flags ---------------------------------------------------------------------------------------
+def optimizer_flags(cfg, prefix: str, *, lr: float, lr_source: str, steps: int) -> list[Flag]:
+    """AdamW as the local engine's (torch's defaults), constant LR after train.warmup_steps of linear warmup, and
+    the gradient clip; `prefix` is "--actor." for the RL trainer, "--" for OpenRLHF's SFT trainer."""
+    t = cfg.train
+    warmup = int(t.get("warmup_steps", 0) or 0)
+    F = Flag
+    return [
+        F(f"{prefix}adam.lr", lr, lr_source),
+        F(f"{prefix}adam.betas", (0.9, 0.999), None),
+        F(f"{prefix}adam.eps", 1e-8, None),
+        F(f"{prefix}adam.weight_decay", float(t.weight_decay), "train.weight_decay"),
+        # linear warmup over train.warmup_steps, then constant. OpenRLHF warms up for ceil(steps * ratio) optimizer
+        # steps (one per trainer step here): half a step under keeps float error from adding one. transformers'
+        # warmup starts its first step at LR 0, the local engine's at lr / warmup_steps.
+        F(f"{prefix}lr_scheduler", "constant_with_warmup" if warmup else "constant", "train.warmup_steps"),
+        F(f"{prefix}lr_warmup_ratio", (warmup - 0.5) / max(1, steps) if warmup else 0.0,
+          "train.warmup_steps / train.steps"),
+        F(f"{prefix}max_norm", float(t.grad_clip), "train.grad_clip"),
+    ]
+
+
+def deepspeed_flags(cfg, out: Path, *, gradient_checkpointing_flag: str) -> list[Flag]:
+    """DeepSpeed, attention and checkpoint flags, the same for the RL and the SFT trainer (final model in
+    out/final, resumable checkpoints in out/checkpoints)."""
+    e, ck = cfg.engine, cfg.checkpoint
+    F = Flag
+    return [
+        F("--ds.zero_stage", int(e.zero_stage), "engine.zero_stage"),
+        F("--ds.param_dtype", str(e.param_dtype), "engine.param_dtype"),
+        F("--ds.grad_accum_dtype", str(e.grad_accum_dtype) if e.get("grad_accum_dtype") else None,
+          "engine.grad_accum_dtype"),
+        F("--ds.adam_offload", bool(e.adam_offload), "engine.adam_offload"),
+        F(gradient_checkpointing_flag, bool(e.gradient_checkpointing), "engine.gradient_checkpointing"),
+        F("--ds.attn_implementation", str(e.attn_implementation), "engine.attn_implementation"),
+        F("--ds.packing_samples", bool(e.packing_samples), "engine.packing_samples"),
+        F("--ckpt.output_dir", str(out / "final"), "engine.output_dir"),
+        F("--ckpt.path", str(out / "checkpoints"), "engine.output_dir"),
+        F("--ckpt.save_steps", int(ck.every) if int(ck.every) > 0 else -1, "checkpoint.every"),
+        F("--ckpt.max_num", int(ck.keep), "checkpoint.keep"),
+        F("--ckpt.save_hf", True, None),
+        F("--ckpt.load_enable", cfg.resume == "auto", "resume"),
+        F("--logger.logging_steps", 1, None),
+    ]
+
+
 def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
-    e, t, r, m, ck = cfg.engine, cfg.train, cfg.rollout, cfg.method, cfg.checkpoint
+    e, t, r, m = cfg.engine, cfg.train, cfg.rollout, cfg.method
     out = Path(str(e.output_dir)) if e.get("output_dir") else run_dir / "openrlhf"
     prompts = Path(str(e.data_dir)) / "prompts.jsonl" if e.get("data_dir") else out / "data" / "prompts.jsonl"
     agent = AGENT_REL if launcher == "ray_job" else str(REPO / AGENT_REL)
     colocate = bool(e.colocate_all)
-    warmup = int(t.get("warmup_steps", 0) or 0)
     F = Flag
     return [
         F("--actor.model_name_or_path", model_source(cfg.model), "model.path / model.hub_id"),
@@ -231,17 +280,7 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
         F("--rollout.max_new_tokens", int(r.max_new_tokens), "rollout.max_new_tokens"),
         F("--rollout.temperature", float(r.temperature), "rollout.temperature"),
         F("--rollout.top_p", 1.0, None),
-        F("--actor.adam.lr", float(t.lr), "train.lr"),
-        F("--actor.adam.betas", (0.9, 0.999), None),  # torch.optim.AdamW's defaults, as the local engine
-        F("--actor.adam.eps", 1e-8, None),
-        F("--actor.adam.weight_decay", float(t.weight_decay), "train.weight_decay"),
-        # linear warmup over train.warmup_steps, then constant. OpenRLHF warms up for ceil(steps * ratio) optimizer
-        # steps (one per rollout batch here): half a step under keeps float error from adding one. transformers'
-        # warmup starts its first step at LR 0, the local engine's at lr / warmup_steps.
-        F("--actor.lr_scheduler", "constant_with_warmup" if warmup else "constant", "train.warmup_steps"),
-        F("--actor.lr_warmup_ratio", (warmup - 0.5) / max(1, int(t.steps)) if warmup else 0.0,
-          "train.warmup_steps / train.steps"),
-        F("--actor.max_norm", float(t.grad_clip), "train.grad_clip"),
+        *optimizer_flags(cfg, "--actor.", lr=float(t.lr), lr_source="train.lr", steps=int(t.steps)),
         F("--actor.entropy_coef", float(m.entropy_coef), "method.entropy_coef"),
         F("--actor.eps_clip", 0.2, None),
         F("--algo.advantage.estimator", "group_norm" if m.scale_by_std else "dr_grpo", "method.scale_by_std"),
@@ -258,21 +297,7 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
         F("--train.colocate_all", colocate, "engine.colocate_all"),
         F("--vllm.enable_sleep", colocate, "engine.colocate_all"),
         F("--ds.enable_sleep", colocate, "engine.colocate_all"),
-        F("--ds.zero_stage", int(e.zero_stage), "engine.zero_stage"),
-        F("--ds.param_dtype", str(e.param_dtype), "engine.param_dtype"),
-        F("--ds.grad_accum_dtype", str(e.grad_accum_dtype) if e.get("grad_accum_dtype") else None,
-          "engine.grad_accum_dtype"),
-        F("--ds.adam_offload", bool(e.adam_offload), "engine.adam_offload"),
-        F("--actor.gradient_checkpointing_enable", bool(e.gradient_checkpointing), "engine.gradient_checkpointing"),
-        F("--ds.attn_implementation", str(e.attn_implementation), "engine.attn_implementation"),
-        F("--ds.packing_samples", bool(e.packing_samples), "engine.packing_samples"),
-        F("--ckpt.output_dir", str(out / "final"), "engine.output_dir"),
-        F("--ckpt.path", str(out / "checkpoints"), "engine.output_dir"),
-        F("--ckpt.save_steps", int(ck.every) if int(ck.every) > 0 else -1, "checkpoint.every"),
-        F("--ckpt.max_num", int(ck.keep), "checkpoint.keep"),
-        F("--ckpt.save_hf", True, None),
-        F("--ckpt.load_enable", cfg.resume == "auto", "resume"),
-        F("--logger.logging_steps", 1, None),
+        *deepspeed_flags(cfg, out, gradient_checkpointing_flag="--actor.gradient_checkpointing_enable"),
     ]
 
 
@@ -319,22 +344,20 @@ def step_prompt_indices(n: int, steps: int, per_step: int, seed: int, first_step
     return out
 
 
-def write_prompts(cfg, path: Path) -> int:
-    """OpenRLHF's prompt dataset: formatted prompt + label (gold answer and reference solution)."""
+def training_set(cfg, *, needs: str):
+    """The training problems (each with a reference solution: `needs` says why), the model's tokenizer and
+    the prompt template, as the local engine formats them."""
     from transformers import AutoTokenizer
 
     from trapo.data.loading import load_dataset
-    from trapo.engines.openrlhf.agent import encode_label
     from trapo.models.loading import resolve_model_path
-    from evaluation.prompts import build_prompt
 
-    data = load_dataset(cfg.data)
-    items = data.train
+    items = load_dataset(cfg.data).train
     if not items:
         raise ValueError("the training set is empty")
     missing = sum(1 for it in items if not it.solution)
     if missing:
-        raise ValueError(f"{missing} training rows have no reference solution: TRAPO's prefixes need one per prompt")
+        raise ValueError(f"{missing} training rows have no reference solution: {needs}")
     template = cfg.model.get("prompt_template")
     if cfg.model.kind == "tiny":
         from trapo.models.tiny import PROMPT_TEMPLATE
@@ -342,17 +365,31 @@ def write_prompts(cfg, path: Path) -> int:
         template = template or PROMPT_TEMPLATE
     mpath = resolve_model_path(cfg.model)
     tok = AutoTokenizer.from_pretrained(str(mpath) if Path(mpath).exists() else str(cfg.model.hub_id))
-    # engine.first_step: set by baselines/sft_rl.py for its RL half (the steps after its SFT phase); not in the yaml
-    idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed),
-                              first_step=int(cfg.engine.get("first_step") or 0))
+    return items, tok, template
+
+
+def write_jsonl_atomic(path: Path, rows) -> None:
+    """Write dict rows as JSON lines to a temporary file, then move it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
-        for row, i in enumerate(idx):
-            it = items[i]
-            fh.write(json.dumps({"prompt": build_prompt(it.question, tok, template),
-                                 "label": encode_label(it.answer, it.solution, row=row)}, ensure_ascii=False) + "\n")
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def write_prompts(cfg, path: Path) -> int:
+    """OpenRLHF's prompt dataset: formatted prompt + label (gold answer and reference solution)."""
+    from trapo.engines.openrlhf.agent import encode_label
+    from evaluation.prompts import build_prompt
+
+    items, tok, template = training_set(cfg, needs="TRAPO's prefixes need one per prompt")
+    # engine.first_step: set by baselines/sft_rl.py for its RL half (the steps after its SFT phase); not in the yaml
+    idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed),
+                              first_step=int(cfg.engine.get("first_step") or 0))
+    write_jsonl_atomic(path, ({"prompt": build_prompt(items[i].question, tok, template),
+                               "label": encode_label(items[i].answer, items[i].solution, row=row)}
+                              for row, i in enumerate(idx)))
     return len(idx)
 
 
@@ -428,19 +465,24 @@ def main(cfg, run_dir: str | Path) -> float:
         print(describe(cfg, launch))
         print(validate_with_openrlhf(launch))
         return 0.0
+    execute(cfg, launch, lambda: f"wrote {write_prompts(cfg, launch.prompts_path)} prompts to {launch.prompts_path}")
+    return 0.0
+
+
+def execute(cfg, launch: Launch, write_data, quiet: tuple[str, ...] = ("prompt file",)) -> None:
+    """Check the context, write the job's data file (`write_data()` says what it wrote), print the command and
+    run it (blocking); a failure stops the run with the job's exit code. Input warnings that start with one of
+    `quiet` are not printed (the prompt file: the launch writes it next)."""
     problem = context_problem(cfg)
     if problem:
         raise ValueError(f"config: {problem}")
     for w in input_warnings(cfg, launch):
-        if not w.startswith("prompt file"):
+        if not w.startswith(quiet):
             print(f"WARNING: {w}", flush=True)
-    n = write_prompts(cfg, launch.prompts_path)
-    print(f"wrote {n} prompts to {launch.prompts_path}")
+    print(write_data())
     print("\n".join(readable_runtime_env(launch)))
     print(short_env(launch, launch.shell(multiline=True)), flush=True)
     env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
     rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
     if rc != 0:
         raise SystemExit(rc)
-    return 0.0
-

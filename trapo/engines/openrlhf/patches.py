@@ -134,13 +134,15 @@ def installed_version() -> str | None:
         return None
 
 
-def check_targets() -> list[str]:
-    """Problems found: a different OpenRLHF version, or a changed source of a function we hook into."""
+def check_targets(targets: dict[tuple[str, str], str] | None = None,
+                  owner: str = "trapo/engines/openrlhf/patches.py") -> list[str]:
+    """Problems found: a different OpenRLHF version, or a changed source of a function `owner` hooks into
+    (`targets`: (module, qualified name) -> sha256 of its source; default TARGETS, the RL engine's)."""
     problems = []
     ver = installed_version()
     if ver != OPENRLHF_VERSION:
-        problems.append(f"OpenRLHF {ver} installed; trapo.engines.openrlhf targets {OPENRLHF_VERSION}")
-    for (module, qual), want in TARGETS.items():
+        problems.append(f"OpenRLHF {ver} installed; {owner} targets {OPENRLHF_VERSION}")
+    for (module, qual), want in (TARGETS if targets is None else targets).items():
         try:
             got = target_hash(module, qual)
         except (ImportError, LookupError, OSError) as e:
@@ -148,7 +150,7 @@ def check_targets() -> list[str]:
             continue
         if got != want:
             problems.append(f"{module}:{qual} changed (sha256 {got[:12]}, expected {want[:12]}): re-check "
-                            f"trapo/engines/openrlhf/patches.py against it")
+                            f"{owner} against it")
     return problems
 
 
@@ -160,9 +162,9 @@ def require_targets() -> None:
 
 
 # ---- 1. OpenRLHF's CLI block -------------------------------------------------------------------------
-def run_cli_block(argv: list[str], train: Callable[[Any], Any]) -> None:
-    """Run OpenRLHF's `train_ppo_ray` __main__ block (parser, defaults, checks) on argv; it ends in `train(args)`."""
-    module = "openrlhf.cli.train_ppo_ray"
+def run_cli_block(argv: list[str], train: Callable[[Any], Any], module: str = "openrlhf.cli.train_ppo_ray") -> None:
+    """Run an OpenRLHF command's __main__ block (parser, defaults, checks; default `train_ppo_ray`, the SFT baseline
+    uses `train_sft`) on argv with `train` in place of its `train`; the block ends in `train(args)`."""
     path = module_file(module)
     block = _find(ast.parse(path.read_text()), "__main__")
     code = compile(ast.Module(body=block.body, type_ignores=[]), str(path), "exec")
