@@ -32,6 +32,7 @@ from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
 from trapo.engines.openrlhf.launch import (REPO, Flag, Launch, data_source, deepspeed_flags, input_warnings,
                                            max_len, model_source, optimizer_flags, readable_runtime_env, short_env,
                                            step_prompt_indices, tracking_uri_abs, training_set, write_jsonl_atomic)
+from trapo.engines.openrlhf.launch import execute as run_launch
 from trapo.engines.openrlhf.settings import encode, to_container
 
 ENTRY_MODULE = "baselines.openrlhf_sft_entry"
@@ -231,8 +232,6 @@ def validate_with_openrlhf(launch: SFTLaunch) -> str:
 
 def execute(cfg, launch: SFTLaunch) -> None:
     """Write the SFT data file, print the command and run it (blocking); a failure stops the run."""
-    from trapo.engines.openrlhf.launch import execute as run_launch
-
     def write() -> str:
         n = write_sft_data(cfg, launch.prompts_path, steps=launch.steps, first_step=launch.first_step)
         return f"wrote {n} SFT rows to {launch.prompts_path}"
