@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trapo.data import synthetic
-    from trapo.data.loading import _to_items
+    from trapo.data.loading import to_items
     from trapo.models.loading import resolve_model_path
     from trapo.models.tiny import PROMPT_TEMPLATE
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for skill in (False, True):
         problems = [synthetic.make_problem(rng, args.steps, skill=skill, max_value=max_value) for _ in range(args.n)]
         for style in args.styles.split(","):
-            items = _to_items(problems, style)
+            items = to_items(problems, style)
             ps = np.concatenate([token_probs(model, tok, PROMPT_TEMPLATE.format(question=it.question), it.solution)
                                  for it in items])
             print(f"| {style} | {'skill' if skill else 'ordinary'} | {len(ps)} | {ps.mean():.3f} | "

@@ -27,8 +27,9 @@ class Dataset:
     eval_splits: dict[str, list[Item]]
 
 
-def _to_items(problems, reference_style: str) -> list[Item]:
-    """Items whose reference solution is in the reference style ("spaced") or in the base model's own ("base")."""
+def to_items(problems, reference_style: str) -> list[Item]:
+    """Items with the reference solution written in `reference_style`: "spaced", the base model's own ("base"), or
+    the base's own with the skill step folded into a step it knows ("folded"; conf/data/synthetic.yaml)."""
     texts = {"spaced": lambda p: p.solution, "base": lambda p: p.base_solution, "folded": lambda p: p.folded_solution}
     if reference_style not in texts:
         raise ValueError(f"data.reference_style must be one of {sorted(texts)}, got {reference_style!r}")
@@ -82,10 +83,10 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
             spec = {"steps": spec} if isinstance(spec, int) else spec
             split = {"n": cfg["eval_n"], "min_steps": spec["steps"], "max_steps": spec["steps"],
                      "skill_frac": 1.0 if spec.get("skill") else 0.0}
-            splits[name] = _to_items(_synthetic_split(split, seed=seed + 100 + i, max_value=max_value, exclude=seen),
-                                     "spaced")
+            splits[name] = to_items(_synthetic_split(split, seed=seed + 100 + i, max_value=max_value, exclude=seen),
+                                    "spaced")
         style = str(cfg["reference_style"])  # its default lives in conf/data/synthetic.yaml
-        return Dataset(_to_items(train, style), _to_items(valid, style), splits)
+        return Dataset(to_items(train, style), to_items(valid, style), splits)
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])
         n_valid = int(cfg.get("valid_n", 0) or 0)
