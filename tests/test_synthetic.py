@@ -73,6 +73,26 @@ def test_pretraining_corpus_has_direct_answers_and_no_skill():
         pretraining_corpus(5, 1, 2, seed=0, direct_frac=1.5)
 
 
+def test_careless_direct_answers_are_wrong_and_leave_the_rest_alone():
+    clean = pretraining_corpus(2000, 1, 3, seed=0, direct_frac=0.5)
+    noisy = pretraining_corpus(2000, 1, 3, seed=0, direct_frac=0.5, direct_error_frac=0.75)
+    answers = {p.question: int(p.answer) for p in make_split(2000, 1, 3, seed=0)}
+    wrong = 0
+    for (q, r), (q2, r2) in zip(clean, noisy):
+        assert q == q2
+        if not r.startswith("\\boxed"):
+            assert r2 == r  # working is never touched
+            continue
+        given = int(re.fullmatch(r"\\boxed\{(\d+)\}", r2).group(1))
+        assert 0 < abs(given - answers[q]) <= 5 or given == answers[q]
+        wrong += given != answers[q]
+    assert 0.70 < wrong / sum(r.startswith("\\boxed") for _, r in clean) < 0.80
+    assert pretraining_corpus(300, 1, 2, seed=3, direct_frac=0.5, direct_error_frac=0.0) == \
+        pretraining_corpus(300, 1, 2, seed=3, direct_frac=0.5)  # the knob at 0 leaves the corpus as it was
+    with pytest.raises(ValueError, match="direct_error_frac"):
+        pretraining_corpus(5, 1, 2, seed=0, direct_frac=0.5, direct_error_frac=-0.1)
+
+
 def test_skill_fraction():
     s = make_split(400, 2, 3, seed=4, skill_frac=0.4)
     frac = sum(p.skill for p in s) / len(s)

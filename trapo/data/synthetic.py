@@ -118,6 +118,13 @@ def direct_answer(p: Problem) -> str:
     return f"\\boxed{{{p.answer}}}"
 
 
+def careless_answer(p: Problem, rng: random.Random, max_value: int = MAX_VALUE) -> str:
+    """A bare answer that is off by 1-5, as unchecked answers often are (never the right one, never < 0)."""
+    x, d = int(p.answer), rng.randint(1, 5)
+    wrong = x + d if x - d < 0 or (x + d <= max_value and rng.random() < 0.5) else x - d
+    return f"\\boxed{{{wrong}}}"
+
+
 def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[str] | None = None,
                weights: list[float] | None = None, skill_frac: float = 0.0, max_value: int = MAX_VALUE) -> list[Problem]:
     """`n` distinct problems with difficulty drawn from [min_steps, max_steps] (uniformly, or by `weights`);
@@ -153,18 +160,26 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
 
 def pretraining_corpus(n: int, min_steps: int, max_steps: int, seed: int, weights: list[float] | None = None,
                        direct_frac: float = 0.0, reference_frac: float = 0.0,
-                       max_value: int = MAX_VALUE) -> list[tuple[str, str]]:
+                       max_value: int = MAX_VALUE, direct_error_frac: float = 0.0) -> list[tuple[str, str]]:
     """(question, response) pairs for the base model: ordinary problems only (no skill step). A share
     `direct_frac` is answered with the bare answer and no working, a share `reference_frac` in the reference
     style (rare in pretraining: the base can read and continue it, but gives its tokens low probability), the
-    rest in the base's own terse style."""
+    rest in the base's own terse style. A share `direct_error_frac` of the bare answers is careless (off by
+    1-5): the base's guesses are then worse than its working, by construction (docs/miniature.md)."""
     if not (0.0 <= direct_frac <= 1.0 and 0.0 <= reference_frac <= 1.0 and direct_frac + reference_frac <= 1.0):
         raise ValueError(f"direct_frac and reference_frac must lie in [0, 1] and sum to at most 1, got "
                          f"{direct_frac} and {reference_frac}")
+    if not 0.0 <= direct_error_frac <= 1.0:
+        raise ValueError(f"direct_error_frac must lie in [0, 1], got {direct_error_frac}")
     rng = random.Random(seed + 7)
+    errors = random.Random(seed + 11)  # its own stream: direct_error_frac = 0 leaves the corpus as it was
     out = []
     for p in make_split(n, min_steps, max_steps, seed=seed, weights=weights, max_value=max_value):
         u = rng.random()
-        out.append((p.question, direct_answer(p) if u < direct_frac else
-                    p.solution if u < direct_frac + reference_frac else p.base_solution))
+        if u < direct_frac:
+            careless = direct_error_frac > 0 and errors.random() < direct_error_frac
+            response = careless_answer(p, errors, max_value) if careless else direct_answer(p)
+        else:
+            response = p.solution if u < direct_frac + reference_frac else p.base_solution
+        out.append((p.question, response))
     return out

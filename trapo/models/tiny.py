@@ -97,6 +97,7 @@ def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> lis
         direct_frac=float(pretrain_cfg.get("direct_frac", 0.0)),
         reference_frac=float(pretrain_cfg.get("reference_frac", 0.0)),
         max_value=int(pretrain_cfg.get("max_value") or synthetic.MAX_VALUE),
+        direct_error_frac=float(pretrain_cfg.get("direct_error_frac", 0.0)),
     )
     examples = [encode_example(tokenizer, q, response) for q, response in corpus]
     opt = torch.optim.AdamW(model.parameters(), lr=float(pretrain_cfg["lr"]), weight_decay=0.0)
