@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trapo.data import synthetic
+    from trapo.engines.sampling import sample
     from trapo.models.loading import resolve_model_path
     from trapo.models.tiny import PROMPT_TEMPLATE
     from trapo.rewards import BoxedExactMatch
@@ -48,31 +49,28 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
     max_value = int(cfg.data.get("max_value") or synthetic.MAX_VALUE)
     reward = BoxedExactMatch()
-    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
     rng = random.Random(args.seed)
     print(f"model: {path}\n")
     print("| steps | guess share | guess acc | working acc | overall acc | headroom (share x gap) |")
     print("|---|---|---|---|---|---|")
     for steps in (int(s) for s in args.steps.split(",")):
         problems = [synthetic.make_problem(rng, steps, max_value=max_value) for _ in range(args.n)]
-        guesses, right = {True: 0, False: 0}, {True: 0, False: 0}
-        for p in problems:
-            ids = tok(PROMPT_TEMPLATE.format(question=p.question), add_special_tokens=False,
-                      return_tensors="pt").input_ids
-            with torch.no_grad():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     temperature=args.temperature, top_k=0, top_p=1.0,
-                                     max_new_tokens=int(cfg.rollout.max_new_tokens),
-                                     num_return_sequences=args.samples, pad_token_id=tok.pad_token_id,
-                                     eos_token_id=tok.eos_token_id)
-            for seq in out[:, ids.shape[1]:]:
-                text = tok.decode(seq, skip_special_tokens=True)
-                guess = text.lstrip().startswith("\\boxed")
-                guesses[guess] += 1
-                right[guess] += reward([text], [p.answer])[0] > 0
-        total = guesses[True] + guesses[False]
-        share = guesses[True] / total
-        acc = {g: right[g] / guesses[g] if guesses[g] else float("nan") for g in (True, False)}
+        prompts = [tok(PROMPT_TEMPLATE.format(question=p.question), add_special_tokens=False).input_ids
+                   for p in problems for _ in range(args.samples)]
+        # the engine's rollout sampler: the same distribution the RL rollouts draw from
+        with torch.no_grad():
+            outs = sample(model, prompts, max_new_tokens=int(cfg.rollout.max_new_tokens), eos_id=tok.eos_token_id,
+                          pad_id=tok.pad_token_id, temperature=args.temperature, generator=generator)
+        texts = tok.batch_decode(outs, skip_special_tokens=True)
+        golds = [p.answer for p in problems for _ in range(args.samples)]
+        guessed = [t.lstrip().startswith("\\boxed") for t in texts]
+        correct = [r > 0 for r in reward(texts, golds)]
+        total, n_guess = len(texts), sum(guessed)
+        right = {g: sum(c for c, gg in zip(correct, guessed) if gg == g) for g in (True, False)}
+        acc = {True: right[True] / n_guess if n_guess else float("nan"),
+               False: right[False] / (total - n_guess) if total > n_guess else float("nan")}
+        share = n_guess / total
         print(f"| {steps} | {share:.2f} | {acc[True]:.2f} | {acc[False]:.2f} | "
               f"{(right[True] + right[False]) / total:.2f} | {share * (acc[False] - acc[True]):+.2f} |")
     return 0
