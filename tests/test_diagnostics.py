@@ -9,7 +9,7 @@ from experiments import base_behaviour, expert_probs
 
 def _rows(out: str, cells: int) -> list[list[str]]:
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
-    return [r for r in rows if len(r) == cells and re.fullmatch(r"[\d.]+", r[1] or "x")]
+    return [r for r in rows if len(r) == cells and re.fullmatch(r"[\d.]+", r[1])]
 
 
 def test_base_behaviour_prints_guess_share_and_accuracies(capsys, one_thread):
