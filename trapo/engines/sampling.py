@@ -48,10 +48,18 @@ def _new_cache(model, capacity: int) -> Cache | None:
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of `logits` (any device), drawn from softmax(logits / T); T <= 0 is greedy.
+
+    The randomness always comes from `generator` on the CPU, whatever the logits' device: a CUDA op refuses a
+    CPU generator, and one seed must give the same samples on CPU and GPU. The draw is the exponential race
+    argmax(p / E), E ~ Exp(1) i.i.d. per token, which is how torch.multinomial draws one sample on the CPU: the
+    same generator gives the same tokens as `torch.multinomial(p, 1, generator=generator)` did (tested).
+    """
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    race = torch.empty(probs.shape, dtype=probs.dtype).exponential_(1, generator=generator)
+    return (probs / race.to(probs.device)).argmax(-1)
 
 
 def _unique_inputs(prompts: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
