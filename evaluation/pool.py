@@ -13,6 +13,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -127,24 +128,80 @@ def _shutdown(workers: list) -> None:
     workers.clear()
 
 
-class TimeoutPool:
-    """Run ``target(*args)`` ("module:function") for many argument tuples, each with a time limit.
+class _Task:
+    __slots__ = ("args", "call", "index", "crashes")
 
-    `map` returns, per task, ``(True, result)``, ``(False, "timeout")``, ``(False, "crash")`` (the worker
-    died) or ``(False, "<exception>")``; the pool itself carries on.
-    """
+    def __init__(self, args: tuple, call: "_Call", index: int):
+        self.args, self.call, self.index, self.crashes = args, call, index, 0
 
-    def __init__(self, target: str, workers: int | None = None, timeout: float = 3.0, preload: Sequence[str] = (), memory_gb: float = 4.0):
-        self.target = target
-        self.n_workers = max(1, workers or os.cpu_count() or 1)
-        self.timeout = float(timeout)
-        self.memory_bytes = int(memory_gb * 2**30)
-        self.preload = list(preload)
+
+class _Call:
+    """One `map` call: its results fill in as workers answer; the caller waits on `done`."""
+
+    def __init__(self, n: int, progress):
+        self.results: list = [None] * n
+        self.left = n
+        self.progress = progress
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        if n == 0:
+            self.done.set()
+
+    def finish(self, index: int, result) -> None:
+        self.results[index] = result
+        self.left -= 1
+        if self.progress is not None:
+            self.progress.update(1)
+        if self.left == 0:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class _Dispatcher:
+    """The workers and one thread that hands them tasks, from every `map` call at once.
+
+    Callers only queue tasks and wait: a slow task holds its worker, never another caller (a grader shared by
+    the 64 agent threads of a rollout engine would otherwise stall all of them behind one sympy timeout). The
+    thread wakes on a worker's answer, a deadline, or a self-pipe written when tasks are queued."""
+
+    def __init__(self, target: str, n_workers: int, timeout: float, memory_bytes: int, preload: Sequence[str]):
+        self.target, self.n_workers, self.timeout = target, n_workers, timeout
+        self.memory_bytes, self.preload = memory_bytes, list(preload)
         self.workers: list[_Worker] = []
         self.restarts = 0
         self._failed_starts = 0
-        self._finalizer = weakref.finalize(self, _shutdown, self.workers)
+        self._pending: deque[_Task] = deque()
+        self._running: set[_Call] = set()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
+    # ---- callers
+    def submit(self, tasks: Sequence[tuple], progress) -> _Call:
+        call = _Call(len(tasks), progress)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is closed")
+            if tasks:
+                self._running.add(call)
+                self._pending.extend(_Task(t, call, i) for i, t in enumerate(tasks))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="timeout-pool", daemon=True)
+                self._thread.start()
+        os.write(self._wake_w, b"x")
+        return call
+
+    def start(self) -> None:
+        with self._lock:
+            while len(self.workers) < self.n_workers:
+                self._spawn()
+
+    # ---- the dispatch thread
     def _spawn(self) -> _Worker:
         w = _Worker(self.target, self.memory_bytes, self.preload)
         self.workers.append(w)
@@ -156,82 +213,150 @@ class TimeoutPool:
         self.restarts += 1
         self._spawn()
 
+    def _finish(self, task: _Task, result) -> None:
+        task.call.finish(task.index, result)
+        if task.call.done.is_set():
+            self._running.discard(task.call)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for call in list(self._running):
+            call.fail(error)
+        self._running.clear()
+        self._pending.clear()
+        for w in self.workers:
+            w.task = None
+
+    def _loop(self) -> None:
+        start_limit = time.monotonic() + 120  # no worker ready for this long: the pool is broken
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                busy_or_queued = bool(self._pending) or any(w.task is not None for w in self.workers)
+                want = min(self.n_workers, max(1, len(self._pending) + sum(w.task is not None for w in self.workers)))
+                while busy_or_queued and len(self.workers) < want:
+                    self._spawn()
+                for w in list(self.workers):
+                    if w.ready and w.task is None and self._pending:
+                        task = self._pending.popleft()
+                        try:
+                            w.outbox.send((0, task.args))
+                        except (OSError, EOFError, ValueError):
+                            self._pending.appendleft(task)
+                            self._replace(w)
+                            continue
+                        w.task, w.deadline = task, time.monotonic() + self.timeout
+                workers = list(self.workers)
+            now = time.monotonic()
+            busy = [w.deadline - now for w in workers if w.task is not None]
+            ready = wait([w.inbox for w in workers] + [self._wake_r], timeout=max(0.0, min(busy + [1.0])))
+            with self._lock:
+                if self._closed:
+                    return
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 4096)
+                try:
+                    self._collect([c for c in ready if c != self._wake_r])
+                except RuntimeError as exc:
+                    self._fail_all(exc)
+                    continue
+                now = time.monotonic()
+                for w in list(self.workers):
+                    if w.task is not None and now > w.deadline:
+                        self._finish(w.task, (False, TIMEOUT))
+                        w.task = None
+                        self._replace(w)
+                if any(w.ready for w in self.workers) or not (self._pending or self._running):
+                    start_limit = now + 120
+                elif now > start_limit:
+                    self._fail_all(RuntimeError("grader workers failed to start within 120 s"))
+
+    def _collect(self, ready) -> None:
+        by_conn = {w.inbox: w for w in self.workers}
+        for conn in ready:
+            w = by_conn.get(conn)
+            if w is None:
+                continue
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                task, w.task = w.task, None
+                self._replace(w)
+                if not w.ready:
+                    self._failed_starts += 1
+                    if self._failed_starts > 5:
+                        if task is not None:
+                            self._pending.appendleft(task)
+                        raise RuntimeError("grader workers die on start-up (see their stderr)") from None
+                if task is not None:
+                    # A worker can die of something else than its task (killed from outside, OOM after an
+                    # earlier task): retry once on a fresh worker, then count it wrong.
+                    task.crashes += 1
+                    if task.crashes < 2:
+                        self._pending.appendleft(task)
+                    else:
+                        self._finish(task, (False, CRASH))
+                continue
+            if msg == _READY:
+                w.ready = True
+                self._failed_starts = 0
+                continue
+            _, result = msg
+            if w.task is not None:
+                task, w.task = w.task, None
+                self._finish(task, result)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._fail_all(RuntimeError("the pool was closed"))
+        os.write(self._wake_w, b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        _shutdown(self.workers)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class TimeoutPool:
+    """Run ``target(*args)`` ("module:function") for many argument tuples, each with a time limit.
+
+    `map` returns, per task, ``(True, result)``, ``(False, "timeout")``, ``(False, "crash")`` (the worker
+    died) or ``(False, "<exception>")``; the pool itself carries on. Several threads may call `map` at once:
+    their tasks share the workers, and one caller's slow task holds only the worker it runs on.
+    """
+
+    def __init__(self, target: str, workers: int | None = None, timeout: float = 3.0, preload: Sequence[str] = (), memory_gb: float = 4.0):
+        self.target = target
+        self.n_workers = max(1, workers or os.cpu_count() or 1)
+        self.timeout = float(timeout)
+        self.memory_bytes = int(memory_gb * 2**30)
+        self.preload = list(preload)
+        self._dispatcher = _Dispatcher(target, self.n_workers, self.timeout, self.memory_bytes, self.preload)
+        self._finalizer = weakref.finalize(self, self._dispatcher.close)
+
+    @property
+    def workers(self) -> list[_Worker]:
+        return self._dispatcher.workers
+
+    @property
+    def restarts(self) -> int:
+        return self._dispatcher.restarts
+
     def start(self) -> None:
         """Start the workers now (they take ~0.5 s to import sympy), e.g. while data loads."""
-        while len(self.workers) < self.n_workers:
-            self._spawn()
+        self._dispatcher.start()
 
     def map(self, tasks: Sequence[tuple], progress=None) -> list[tuple[bool, Any]]:
         """Results in task order. `progress`: an object with ``update(n)`` (e.g. tqdm), or None."""
-        results: list = [None] * len(tasks)
-        pending = deque(range(len(tasks)))
-        while len(self.workers) < min(self.n_workers, max(1, len(tasks))):
-            self._spawn()
-        done = 0
-        crashes: dict[int, int] = {}
-
-        def finish(idx: int, result) -> None:
-            nonlocal done
-            results[idx] = result
-            done += 1
-            if progress is not None:
-                progress.update(1)
-
-        start_limit = time.monotonic() + 120  # no worker ready for this long: the pool is broken
-        while done < len(tasks):
-            for w in list(self.workers):
-                if w.ready and w.task is None and pending:
-                    idx = pending.popleft()
-                    try:
-                        w.outbox.send((idx, tasks[idx]))
-                    except (OSError, EOFError, ValueError):
-                        pending.appendleft(idx)
-                        self._replace(w)
-                        continue
-                    w.task, w.deadline = idx, time.monotonic() + self.timeout
-            now = time.monotonic()
-            busy = [w.deadline - now for w in self.workers if w.task is not None]
-            ready = wait([w.inbox for w in self.workers], timeout=max(0.0, min(busy + [1.0])))
-            by_conn = {w.inbox: w for w in self.workers}
-            for conn in ready:
-                w = by_conn.get(conn)
-                if w is None:
-                    continue
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    if not w.ready:
-                        self._failed_starts += 1
-                        if self._failed_starts > 5:
-                            raise RuntimeError("grader workers die on start-up (see their stderr)") from None
-                    if w.task is not None:
-                        # A worker can die of something else than its task (killed from outside, OOM
-                        # after an earlier task): retry once on a fresh worker, then count it wrong.
-                        crashes[w.task] = crashes.get(w.task, 0) + 1
-                        if crashes[w.task] < 2:
-                            pending.appendleft(w.task)
-                        else:
-                            finish(w.task, (False, CRASH))
-                    self._replace(w)
-                    continue
-                if msg == _READY:
-                    w.ready = True
-                    self._failed_starts = 0
-                    continue
-                idx, result = msg
-                if idx == w.task:
-                    w.task = None
-                    finish(idx, result)
-            now = time.monotonic()
-            for w in list(self.workers):
-                if w.task is not None and now > w.deadline:
-                    finish(w.task, (False, TIMEOUT))
-                    self._replace(w)
-            if any(w.ready for w in self.workers):
-                start_limit = now + 120
-            elif now > start_limit:
-                raise RuntimeError("grader workers failed to start within 120 s")
-        return results
+        call = self._dispatcher.submit(list(tasks), progress)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.results
 
     def close(self) -> None:
         self._finalizer()
