@@ -17,7 +17,7 @@ TESTS = Path(__file__).resolve().parent
 def test_a_slow_item_does_not_hold_the_other_threads(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the workers import tests/grader_faults.py
     limit = 6.0
-    with _faulty(limit) as g:
+    with Grader(workers=2, timeout=limit, target="grader_faults:grade_or_fault") as g:
         assert g.grade(["4"], ["4"]) == [True]  # workers started and warm
         slow_started, slow_done = threading.Event(), threading.Event()
 
@@ -56,14 +56,3 @@ def test_concurrent_callers_get_their_own_results():
             t.join()
         for i in range(8):
             assert out[i] == [bool(j % 3) for j in range(20)]
-
-
-def _faulty(limit):
-    from evaluation.pool import TimeoutPool
-
-    class G(Grader):
-        def _get_pool(self):
-            if self._pool is None:
-                self._pool = TimeoutPool("grader_faults:grade_or_fault", workers=2, timeout=limit)
-            return self._pool
-    return G(workers=2, timeout=limit)
