@@ -2,7 +2,6 @@ r"""The grader: final-answer extraction + equivalence, each item in a worker pro
 
     grader = Grader()                                   # workers = cores, 3 s per item
     preds, correct = grader.grade_responses(responses, golds)
-    reward = MathReward()                               # the RL reward: same grading, 1.0 / 0.0
 
 Extraction (linear scans) runs in the calling process; the comparison of each distinct
 (gold, prediction) pair runs in a worker that is killed when it overruns (a timeout or a crashed worker
@@ -173,27 +172,3 @@ class Grader:
         preds = [extract_answer(r) if isinstance(r, str) else None for r in responses]
         return preds, self.grade(golds, preds, **meta)
 
-
-class MathReward:
-    """RL reward ``(responses, golds) -> [1.0 | 0.0]`` with the benchmark grader (see `Grader`).
-
-    One pool lives as long as the reward object; a timeout or a crashed worker scores 0.0 and the run
-    goes on. If the pool itself breaks it is rebuilt once per call.
-    """
-
-    def __init__(self, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT):
-        self.grader = Grader(workers=workers, timeout=timeout)
-
-    def __call__(self, responses: Sequence[str], golds: Sequence[Any]) -> list[float]:
-        if len(responses) != len(golds):
-            raise ValueError(f"{len(responses)} responses for {len(golds)} golds")
-        try:
-            _, ok = self.grader.grade_responses(responses, golds)
-        except (RuntimeError, OSError, EOFError) as exc:
-            log.warning("grader pool failed (%s); restarting it", exc)
-            self.grader.close()
-            _, ok = self.grader.grade_responses(responses, golds)
-        return [1.0 if c else 0.0 for c in ok]
-
-    def close(self) -> None:
-        self.grader.close()

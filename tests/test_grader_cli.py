@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.extract import extract_answer
-from evaluation.grader import Grader, MathReward
+from evaluation.grader import Grader
 from evaluation.pool import TimeoutPool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,36 +165,6 @@ def test_grader_in_process_mode_matches_workers():
     with Grader(workers=0) as a, Grader(workers=1) as b:
         golds, preds = zip(*pairs)
         assert a.grade(golds, preds) == b.grade(golds, preds) == [True, False, True, True]
-
-
-def test_math_reward_is_the_rl_reward():
-    from trapo.rewards import build_reward
-
-    reward = build_reward("math")
-    assert isinstance(reward, MathReward)
-    try:
-        out = reward(["so \\boxed{4}", "\\boxed{2^2}", "\\boxed{5}", "", "\\boxed{9^{9^{9^{9}}}}"], ["4", "4", "4", "4", "4"])
-        assert out == [1.0, 1.0, 0.0, 0.0, 0.0]
-        assert all(isinstance(x, float) for x in out)
-        start = time.monotonic()
-        for _ in range(20):  # RL calls repeat the same golds and answers: cached
-            assert reward(["\\boxed{4}"] * 8, ["4"] * 8) == [1.0] * 8
-        assert time.monotonic() - start < 1.0
-        with pytest.raises(ValueError):
-            reward(["a"], ["1", "2"])
-    finally:
-        reward.close()
-
-
-def test_math_reward_survives_a_dead_pool():
-    reward = MathReward(workers=1)
-    try:
-        assert reward(["\\boxed{1}"], ["1"]) == [1.0]
-        for w in reward.grader._pool.workers:  # simulate an OOM kill of every worker
-            w.proc.kill()
-        assert reward(["\\boxed{3}", "\\boxed{2}"], ["3", "3"]) == [1.0, 0.0]
-    finally:
-        reward.close()
 
 
 @pytest.mark.parametrize(

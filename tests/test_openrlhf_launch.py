@@ -111,7 +111,7 @@ def test_dry_run_prints_a_launch_that_openrlhf_parses(tmp_path):
 def test_paper_preset_launch(tmp_path, method):
     cfg = compose("preset=paper", f"method={method}", "engine.launcher=local")
     assert cfg.engine.name == "openrlhf" and cfg.model.hub_id == "Qwen/Qwen2.5-Math-7B"
-    assert cfg.data.hub_id == "Elliott/Openr1-Math-46k-8192" and cfg.data.reward == "math"
+    assert cfg.data.hub_id == "Elliott/Openr1-Math-46k-8192" and cfg.data.reward == "math_verify"
     launch = launch_mod.build_launch(cfg, tmp_path)
     line = launch.shell()
     flags, env, _ = _split_launch(line)

@@ -180,7 +180,7 @@ def test_jsonl_data_trains_end_to_end(tmp_path, client):
     state = json.loads((out / "checkpoints" / "step_000002" / "state.json").read_text())
     assert state["data"]["n_train"] == 8 and state["data"]["position"] == 8 and state["data"]["epoch"] == 1
     (run,) = runs(client, "jsonl")
-    assert run.info.status == "FINISHED" and run.data.params["data.reward"] == "math"
+    assert run.info.status == "FINISHED" and run.data.params["data.reward"] == "math_verify"
 
 
 def cli(args: list[str], cwd: Path, uri: str) -> subprocess.CompletedProcess:
@@ -532,17 +532,17 @@ def test_grader_worker_that_hangs_or_dies_marks_only_that_item_wrong(monkeypatch
 
 
 def test_training_goes_on_when_a_grader_worker_hangs(tmp_path, client, monkeypatch):
-    """An RL run with the math grader as reward: the first graded pair hangs; it scores 0 and the run ends."""
+    """An RL run with a grader-backed reward: the first graded pair hangs; it scores 0 and the run ends."""
     import trapo.trainer
-    from evaluation.grader import MathReward
+    from trapo.rewards import StrictBoxedReward
 
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
     monkeypatch.setenv("TRAPO_TEST_HANG_ONCE", str(tmp_path / "hung"))
     made = []
 
     def reward(kind):
-        assert kind == "math"
-        r = MathReward(workers=1)
+        assert kind == "boxed"
+        r = StrictBoxedReward(workers=1)
         r.grader = _faulty_grader(workers=1, timeout=1.0)
         made.append(r)
         return r
@@ -550,7 +550,7 @@ def test_training_goes_on_when_a_grader_worker_hangs(tmp_path, client, monkeypat
     monkeypatch.setattr(trapo.trainer, "build_reward", reward)
     out = tmp_path / "run"
     start = time.monotonic()
-    run_trainer(out, "method=trapo", "train.steps=2", "checkpoint.every=0", "data.reward=math",
+    run_trainer(out, "method=trapo", "train.steps=2", "checkpoint.every=0", "data.reward=boxed",
                 experiment="grader-hang")
     assert (tmp_path / "hung").exists()
     assert made[0].grader.stats["timeouts"] == 1 and made[0].grader.stats["computed"] > 1

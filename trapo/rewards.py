@@ -1,39 +1,64 @@
-"""Rewards: binary correctness of the final answer of (expert prefix + completion).
+r"""Training rewards: binary correctness of (expert prefix + completion), by config name (`data.reward`).
 
-A reward function is any callable ``(responses, golds) -> list[float]``. The training loop only sees
-this interface; the synthetic task uses exact integer match (`BoxedExactMatch`), real math data uses
-the project's grader (`evaluation.grader.MathReward`, the same code that scores the benchmarks).
+A reward function is any callable ``(responses, golds) -> list[float]``; the training loop only sees this
+interface. The reward is a choice of its own, apart from the evaluation grader (`evaluation.grader`), whose
+lenient extraction lets a later sentence override a box: fine for scoring a benchmark, one more thing for RL to
+exploit in a reward. The names (docs/rewards.md has the table of cases):
+
+- ``math_verify``: the authors' reward (their `reward_impl_version=4`): math-verify's
+  ``verify(parse(gold), parse(response))`` on the whole response. The gold is parsed as ``\boxed{gold}`` (as
+  verl's math-verify reward does), so LaTeX golds parse too. math-verify reads the first box it finds, so a
+  box followed by another answer scores what the box says. ``math`` is the name older configs used for the
+  real-data reward: it now means this one.
+- ``boxed``: strict: the last ``\boxed{}`` decides, compared with the gold by the project's equivalence
+  (`evaluation.grader.grade_pair`: numbers, LaTeX, sympy); no box, or boxes that differ (as text), score 0
+  (boxing every guess cannot hedge).
+- ``exact``: the synthetic task's integers: the last boxed answer equals the gold string.
+
+The first two run in the grader's worker processes (a per-item time limit, a crash scores 0, a cache).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import logging
+from typing import Any, Protocol, Sequence
+
+log = logging.getLogger(__name__)
+
+REWARDS = ("math_verify", "boxed", "exact")
+ALIASES = {"math": "math_verify"}
 
 
 class RewardFn(Protocol):
     def __call__(self, responses: Sequence[str], golds: Sequence[str]) -> list[float]: ...
 
 
+def all_boxed(text: str) -> list[str]:
+    r"""Contents of every complete ``\boxed{...}`` in `text` (balanced braces), in order."""
+    out, start = [], text.find("\\boxed")
+    while start >= 0:
+        i = start + len("\\boxed")
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            while j < len(text):
+                if text[j] == "{":
+                    depth += 1
+                elif text[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        out.append(text[i + 1 : j])
+                        break
+                j += 1
+        start = text.find("\\boxed", start + 1)
+    return out
+
+
 def last_boxed(text: str) -> str | None:
     r"""Content of the last ``\boxed{...}`` in `text` (balanced braces), or None."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    i = start + len("\\boxed")
-    while i < len(text) and text[i] == " ":
-        i += 1
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth, j = 0, i
-    while j < len(text):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-        j += 1
-    return None
+    boxes = all_boxed(text)
+    return boxes[-1] if boxes else None
 
 
 class BoxedExactMatch:
@@ -47,12 +72,78 @@ class BoxedExactMatch:
         return out
 
 
-def build_reward(kind: str) -> RewardFn:
-    """Reward by config name: ``exact`` (synthetic integers) or ``math`` (the benchmark grader)."""
-    if kind == "exact":
-        return BoxedExactMatch()
-    if kind == "math":
-        from evaluation.grader import MathReward  # imported lazily: math-verify is heavy
+def math_verify_pair(gold: str, response: str) -> bool:
+    r"""math-verify's verdict on a whole response (runs in a grader worker: imports math-verify there)."""
+    from math_verify import parse, verify
 
-        return MathReward()
-    raise ValueError(f"unknown reward kind {kind!r}; expected 'exact' or 'math'")
+    return bool(verify(parse("\\boxed{" + gold + "}"), parse(response)))
+
+
+class _PooledReward:
+    """A reward whose verdicts come from `evaluation.grader.Grader`'s workers (time limit, cache). If the pool
+    itself breaks it is rebuilt once per call; a timeout or a crashed worker scores 0.0 and training goes on."""
+
+    target = "evaluation.grader:grade_pair"
+    preload: tuple[str, ...] = ("evaluation.symbolic",)
+
+    def __init__(self, workers: int | None = None, timeout: float | None = None):
+        from evaluation.grader import DEFAULT_TIMEOUT, Grader
+
+        self.grader = Grader(workers=workers, timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+                             target=self.target, preload=self.preload)
+
+    def keys(self, responses: Sequence[str], golds: Sequence[Any]) -> list[tuple | None]:
+        raise NotImplementedError
+
+    def __call__(self, responses: Sequence[str], golds: Sequence[Any]) -> list[float]:
+        if len(responses) != len(golds):
+            raise ValueError(f"{len(responses)} responses for {len(golds)} golds")
+        keys = self.keys(responses, golds)
+        try:
+            ok = self.grader.verdicts(keys)
+        except (RuntimeError, OSError, EOFError) as exc:
+            log.warning("reward grader pool failed (%s); restarting it", exc)
+            self.grader.close()
+            ok = self.grader.verdicts(keys)
+        return [1.0 if c else 0.0 for c in ok]
+
+    def close(self) -> None:
+        self.grader.close()
+
+
+class MathVerifyReward(_PooledReward):
+    """``math_verify``: the authors' reward, math-verify on the whole response (see the module docstring)."""
+
+    target = "trapo.rewards:math_verify_pair"
+    preload = ("math_verify",)
+
+    def keys(self, responses, golds):
+        from evaluation.answer import gold_to_text
+
+        return [(gold_to_text(g), str(r)) if isinstance(r, str) else None for r, g in zip(responses, golds)]
+
+
+class StrictBoxedReward(_PooledReward):
+    """``boxed``: the last box, graded by the project's equivalence; no box, or boxes that differ, score 0."""
+
+    def keys(self, responses, golds):
+        from evaluation.answer import gold_to_text
+
+        out: list[tuple | None] = []
+        for r, g in zip(responses, golds):
+            boxes = [b.strip() for b in all_boxed(r)] if isinstance(r, str) else []
+            out.append((gold_to_text(g), boxes[-1], None, None) if boxes and len(set(boxes)) == 1 else None)
+        return out
+
+
+def build_reward(kind: str) -> RewardFn:
+    """The training reward of a config's `data.reward`: ``math_verify``, ``boxed`` or ``exact`` (module doc)."""
+    name = ALIASES.get(str(kind), str(kind))
+    if name == "exact":
+        return BoxedExactMatch()
+    if name == "math_verify":
+        return MathVerifyReward()
+    if name == "boxed":
+        return StrictBoxedReward()
+    raise ValueError(f"unknown reward {kind!r} (config data.reward); expected one of {', '.join(REWARDS)} "
+                     f"(docs/rewards.md)")
