@@ -185,7 +185,7 @@ def _sample_from_response(r) -> Sample:
     plen = int(x["trapo_prefix_len"])
     return Sample(int(x["trapo_group"]), int(x["trapo_round"]), toks[:start], toks[start:start + plen],
                   toks[start + plen:], reward=r["reward"], prefix_loss_weight=x["trapo_prefix_weight"],
-                  advantage=x["trapo_advantage"])
+                  advantage=x["trapo_advantage"], guided=bool(x["trapo_guided"]))
 
 
 def _local_metrics(samples, st, n_levels):

@@ -264,7 +264,7 @@ def nan_at_step(monkeypatch):
 
     bad: set[int] = set()
     current = {"step": None}
-    real_loss, real_sft = local.policy_loss, trapo.trainer.Trainer._sft_step
+    real_loss, real_sft, real_rl = local.policy_loss, trapo.trainer.Trainer._sft_step, trapo.trainer.Trainer._rl_step
 
     def loss(*a, **k):
         out = real_loss(*a, **k)
@@ -276,8 +276,13 @@ def nan_at_step(monkeypatch):
         current["step"] = step + 1
         return real_sft(self, step)
 
+    def rl_step(self, step):
+        current["step"] = step + 1
+        return real_rl(self, step)
+
     monkeypatch.setattr(local, "policy_loss", loss)
     monkeypatch.setattr(trapo.trainer.Trainer, "_sft_step", sft_step)
+    monkeypatch.setattr(trapo.trainer.Trainer, "_rl_step", rl_step)
     return bad
 
 
@@ -330,6 +335,20 @@ def test_nan_skip_drops_the_batch_and_applies_nothing(tmp_path, client, nan_at_s
     assert run.info.status == "FINISHED"
     hist = client.get_metric_history(run.info.run_id, "train/skipped_nonfinite")
     assert [(m.step, m.value) for m in hist] == [(3, 1.0)]
+
+
+def test_relift_skips_its_hook_after_a_skipped_step(tmp_path, client, nan_at_step):
+    """A step whose RL update was non-finite and skipped adds nothing to ReLIFT's buffer and runs no SFT step."""
+    nan_at_step.add(2)
+    out = tmp_path / "run"
+    run_trainer(out, "method=relift", "method.relift.sft_data_size=1", "train.steps=3", "checkpoint.every=1",
+                "checkpoint.keep=10", "train.on_nonfinite=skip", experiment="nan-relift")
+    rows = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    assert rows[2]["train/skipped_nonfinite"] == 1.0
+    assert "train/relift_hard_prompts" in rows[1] and "train/relift_hard_prompts" in rows[3]
+    assert not any(k.startswith("train/relift_") for k in rows[2]), rows[2]
+    st1, st2 = (json.loads((out / "checkpoints" / f"step_00000{i}" / "state.json").read_text()) for i in (1, 2))
+    assert st1["relift"] == st2["relift"]
 
 
 # ---- the engine: LR warmup, no partial update, exact restore ------------------------------------------------

@@ -145,3 +145,24 @@ def test_bad_response_cap():
 
     with pytest.raises(ValueError, match="max_response_tokens"):
         run(FakeModel(), [make_prompt(0, "0")], max_response_tokens=0)
+
+
+def test_a_guided_round_whose_cut_is_empty_still_counts_as_guided():
+    """A 1-token solution (+ EOS) at prefix ratio 0.2 cuts 0 tokens: the round gave guidance all the same, so its
+    samples are guided ones (out of the unguided reward and length metrics, and out of the baseline when guided
+    samples are excluded from it)."""
+    from types import SimpleNamespace
+
+    from trapo.rl_step import set_advantages
+
+    prompt = Prompt([1, 50], [101, EOS], [], "0")
+    samples, levels = run(FakeModel(), [prompt])
+    by_round = {r: [s for s in samples if s.round == r] for r in range(4)}
+    assert [len(s.prefix_ids) for s in by_round[1]] == [0, 0]  # the cut is empty...
+    assert all(s.guided for r in (1, 2, 3) for s in by_round[r])  # ...but the round was guided
+    assert not any(s.guided for s in by_round[0]) and levels.tolist() == [3]
+    for s in by_round[1]:
+        s.reward = 1.0  # only the guided round's samples are right
+    method = SimpleNamespace(baseline_includes_guided=False, scale_by_std=False)
+    set_advantages(samples, method)
+    assert all(s.advantage == 0.0 for s in by_round[0])  # baseline over unguided samples only: 0

@@ -143,10 +143,12 @@ def rl_step(engine, prompts: Sequence[Prompt], schedule: GuidanceSchedule, metho
     return RLStep(ro, stats, rollout_s=t1 - t0, update_s=time.perf_counter() - t1)
 
 
-def sft_step(engine, prompts: Sequence[Prompt], method) -> dict[str, float]:
+def sft_step(engine, prompts: Sequence[Prompt], method, *, max_new_tokens: int) -> dict[str, float]:
     """One SFT update on the prompts' reference solutions (NLL, normalised by their token count); the
-    expert-token statistics use the method's alpha."""
-    samples = [Sample(g, 0, p.prompt_ids, p.solution_ids, [], reward=1.0) for g, p in enumerate(prompts)]
+    expert-token statistics use the method's alpha. A solution is cut to `max_new_tokens` (rollout.max_new_tokens),
+    as every other method's expert tokens are (RL prefixes, LUFFY, ReLIFT, OpenRLHF's SFT): one token budget."""
+    samples = [Sample(g, 0, p.prompt_ids, p.solution_ids[: int(max_new_tokens)], [], reward=1.0)
+               for g, p in enumerate(prompts)]
     n_tokens = sum(len(s.prefix_ids) for s in samples)
     return engine.train_step(samples, normalizer=float(n_tokens), prefix_loss="sft", alpha=0.0, gamma=0.0,
                              entropy_coef=0.0, alpha_for_stats=float(method.alpha))

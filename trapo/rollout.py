@@ -55,10 +55,10 @@ class Sample:
     off_policy: bool = False  # LUFFY: a whole reference solution standing in the group
     advantage: float = 0.0
     text: str = field(default="", repr=False)
-
-    @property
-    def guided(self) -> bool:
-        return len(self.prefix_ids) > 0
+    # drawn in a round that gave guidance (or LUFFY's reference): stored, not read off the prefix, because a
+    # guided round's cut can be 0 tokens, and such a sample still belongs with the guided ones in the
+    # baseline and the metrics (rewards and lengths are over unguided samples)
+    guided: bool = False
 
 
 GenerateFn = Callable[[list[list[int]], list[int]], list[list[int]]]  # (inputs, max new tokens of each)
@@ -100,13 +100,14 @@ def rollout(
             if guided[g]:
                 k = min(cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks), cap)
             for j in range(size):
-                batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [],
+                batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [], guided=bool(guided[g]),
                                     prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
         if off_policy_reference and r == schedule.n_rounds - 1:
             # LUFFY: the group's last member is the reference solution itself
             # (it carries the prefix loss, scaled by its advantage, even where micro-group dedupe would drop it)
             for s in batch[size - 1 :: size]:
                 s.prefix_ids, s.off_policy, s.prefix_loss_weight = prompts[s.group].solution_ids[:cap], True, 1.0
+                s.guided = True
         # nothing to generate after the whole solution (it ends in EOS) or a prefix that fills the response
         todo = [s for s in batch
                 if len(s.prefix_ids) < cap and not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]

@@ -30,6 +30,7 @@ from trapo.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from trapo.checkpoint import Checkpointer, CheckpointState
 from trapo.config import guidance_schedule, rl_schedule, validate_config
 from trapo.data.loading import Dataset, Item, load_dataset
+from trapo.data.order import step_prompt_indices, step_seed
 from trapo.engines.local import LocalEngine
 from trapo.models.loading import check_model_source, load_model_and_tokenizer
 from trapo.rewards import build_reward
@@ -47,10 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def step_seed(seed: int, step: int, salt: int = 0) -> int:
-    return (seed * 1_000_003 + step * 7919 + salt) % (2**63 - 1)
 
 
 @dataclass
@@ -203,25 +200,21 @@ class Trainer:
             if len(p.solution_ids) > cap and not self._warned_long_solution:
                 self._warned_long_solution = True
                 log.warning("train item %d: its reference solution has %d tokens, more than rollout.max_new_tokens=%d;"
-                            " expert prefixes and reference samples are cut to %d tokens (a response is prefix + "
+                            " expert prefixes, reference samples and SFT targets are cut to %d tokens (a response is prefix + "
                             "completion, as in the authors' code). Raise rollout.max_new_tokens to guide with whole "
                             "solutions (warned once per run)", idx, len(p.solution_ids), cap, cap)
             self._prompt_cache[idx] = p
         return self._prompt_cache[idx]
 
     def _batch_indices(self, step: int) -> list[int]:
-        """Prompts of a step: consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
-        n, b = len(self.data.train), int(self.cfg.train.prompts_per_step)
-        out = []
-        for k in range(step * b, step * b + b):
-            epoch, pos = divmod(k, n)
-            perm = random.Random(step_seed(int(self.cfg.seed), epoch, salt=1)).sample(range(n), n)
-            out.append(perm[pos])
-        return out
+        """Prompts of a step (trapo.data.order: the same order as the OpenRLHF job's prompt file)."""
+        return step_prompt_indices(len(self.data.train), 1, int(self.cfg.train.prompts_per_step),
+                                   int(self.cfg.seed), first_step=step)
 
     # ---- one step of each phase (trapo.rl_step) ----------------------------------------------------
     def _sft_step(self, step: int) -> dict[str, float]:
-        st = sft_step(self.engine, [self._prompt(i) for i in self._batch_indices(step)], self.method)
+        st = sft_step(self.engine, [self._prompt(i) for i in self._batch_indices(step)], self.method,
+                      max_new_tokens=int(self.cfg.rollout.max_new_tokens))
         return {**sft_metrics(st), "_finite": st["finite"]}
 
     def _rl_step(self, step: int) -> dict[str, float]:
@@ -236,7 +229,9 @@ class Trainer:
             decode=self.engine.decode, reward_fn=self.reward_fn, max_new_tokens=int(cfg.rollout.max_new_tokens),
         )
         metrics = {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
-        if self.relift is not None:  # ReLIFT: hardest prompts into the buffer, then at most one SFT step
+        # ReLIFT: hardest prompts into the buffer, then at most one SFT step; not after a step that applied
+        # nothing (non-finite and skipped): its rollouts came from the same policy as the batch's retry would
+        if self.relift is not None and res.stats["finite"]:
             metrics.update(self.relift.after_rl_step(indices, res.rollouts.samples, self._prompt))
         return metrics
 

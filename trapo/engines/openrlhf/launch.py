@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
+from trapo.data.order import step_prompt_indices  # noqa: F401  (the prompt file's order; baselines use it from here)
 from trapo.engines.openrlhf.settings import check_supported, encode, to_container
 
 ENTRY = ("python", "-m", "trapo.engines.openrlhf.entry")
@@ -330,20 +330,6 @@ def build_launch(cfg, run_dir: str | Path) -> Launch:
 
 
 # ---- the prompt file -------------------------------------------------------------------------------
-def step_prompt_indices(n: int, steps: int, per_step: int, seed: int, first_step: int = 0) -> list[int]:
-    """The prompts of `steps` steps from trainer step `first_step`, as the local trainer draws them
-    (`Trainer._batch_indices`)."""
-    from trapo.trainer import step_seed
-
-    out, perms = [], {}
-    for k in range(first_step * per_step, (first_step + steps) * per_step):
-        epoch, pos = divmod(k, n)
-        if epoch not in perms:
-            perms[epoch] = random.Random(step_seed(seed, epoch, salt=1)).sample(range(n), n)
-        out.append(perms[epoch][pos])
-    return out
-
-
 def training_set(cfg, *, needs: str):
     """The training problems (each with a reference solution: `needs` says why), the model's tokenizer and
     the prompt template, as the local engine formats them."""
