@@ -1,10 +1,14 @@
 """One-GPU check of the GPU paths (run by scripts/gpu_check.sh; docs/openrlhf.md). Writes one JSON of results.
 
+0. the sampler on CUDA against the CPU with one seed (T = 1 and 0.6): the same tokens (every draw comes from the
+   CPU generator);
 1. the local engine on CUDA, fp32 and bf16 (fp32 master weights): a few TRAPO steps of the embedded default at
-   preset=smoke size through the trainer itself; finite losses, step time, peak memory;
+   preset=smoke size through the trainer itself, then its evaluation sampled at T = 0.6; finite losses, step
+   time, peak memory;
 2. one DeepSpeed actor step of OpenRLHF (ZeRO-2 and ZeRO-3, bf16, one NCCL rank) on the batch of
    tests/test_openrlhf_parity.py, against the local engine on CUDA in bf16 on the same batch: loss within 1e-2
-   relative, gradient cosine >= 0.99 (the CPU parity test checks the fp32 ZeRO-0 case to 1e-5).
+   relative, gradient cosine >= 0.99 (the CPU parity test checks the fp32 ZeRO-0 case to 1e-5);
+3. the suite's `gpu` tests and ReLIFT's ZeRO-3 optimizer-state isolation (`pytest -m "gpu or zero3"`).
 No vLLM, Ray or flash-attn is needed (the tests' stubs stand in for vLLM's imports, attention is sdpa).
 Without CUDA it prints a SKIP line and exits 0.
 """
@@ -64,7 +68,7 @@ def local_engine_check(dtype: str, steps: int, work: Path, device: str = "cuda")
 
     out = work / f"local-{dtype}"
     cfg = compose("preset=smoke", "method=trapo", f"engine.device={device}", f"++model.dtype={dtype}",
-                  f"train.steps={steps}", "progress=false", "resume=never")
+                  f"train.steps={steps}", "progress=false", "resume=never", "eval.temperature=0.6")  # sampled eval
     cuda = device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -80,9 +84,35 @@ def local_engine_check(dtype: str, steps: int, work: Path, device: str = "cuda")
            "wall_s": round(wall, 2),
            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
            "device": str(next(trainer.engine.model.parameters()).device)}
+    final = json.loads((out / "final_metrics.json").read_text())
+    res["final_metrics"] = final  # the evaluation sampled at T=0.6 on the device (the CPU generator's stream)
     res["ok"] = (len(rows) == steps and all(math.isfinite(x) for x in losses) and res["device"].startswith(device)
-                 and res["master_weights"] == (dtype != "float32"))
+                 and res["master_weights"] == (dtype != "float32") and bool(final))
     return res
+
+
+def sampling_check(device: str = "cuda", temperature: float = 1.0) -> dict:
+    """The sampler on `device` against the CPU with one seed: every draw comes from the CPU generator, so the
+    tokens must be equal (up to a near-tie that the device's float rounding breaks the other way, reported)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trapo.engines.sampling import sample
+    from trapo.models.tiny import build_tiny_model
+
+    cfg = compose("preset=smoke")
+    model_dir = build_tiny_model(dict(cfg.model.arch), dict(cfg.model.pretrain), progress=False)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    prompts = [tok(q, add_special_tokens=False).input_ids for q in ("Mia has 7 eggs. Gets 5 more.", "Tom has 3 pens.")]
+    prompts = [p for p in prompts for _ in range(8)]
+    outs = {}
+    for dev in ("cpu", device):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(dev).eval()
+        outs[dev] = sample(model, prompts, max_new_tokens=48, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                           temperature=temperature, generator=torch.Generator().manual_seed(7))
+    same = sum(a == b for a, b in zip(outs["cpu"], outs[device]))
+    return {"device": device, "temperature": temperature, "samples": len(prompts), "equal_to_cpu": same,
+            "ok": same == len(prompts)}
 
 
 # ---- 2. one DeepSpeed actor step vs the local engine -----------------------------------------------------
@@ -204,6 +234,19 @@ def deepspeed_check_in_subprocess(zero_stage: int, work: Path, timeout_s: float)
     return {"zero_stage": zero_stage, "ok": False, "error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
 
 
+def gpu_tests(timeout_s: float) -> dict:
+    """The test suite's `gpu` tests and ReLIFT's ZeRO-3 optimizer-state isolation (`pytest -m "gpu or zero3"`)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu or zero3", "tests"]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"command": " ".join(cmd[2:]), "ok": False, "error": f"timed out after {timeout_s} s"}
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    return {"command": " ".join(cmd[2:]), "returncode": proc.returncode, "tail": tail, "ok": proc.returncode == 0}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "results" / "gpu_check.json"))
@@ -229,8 +272,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='gpu_check_mlflow_')}/m.db")
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     results: dict = {"environment": environment(), "criteria": {"loss_rtol": LOSS_RTOL, "min_grad_cosine": MIN_COSINE},
-                     "local_engine": [], "deepspeed_actor_step": []}
+                     "sampling": [], "local_engine": [], "deepspeed_actor_step": [], "gpu_tests": []}
     t0 = time.perf_counter()
+    for temperature in (1.0, 0.6):
+        try:
+            results["sampling"].append(sampling_check("cuda", temperature))
+        except Exception as e:  # noqa: BLE001 - recorded, the other checks still run
+            results["sampling"].append({"temperature": temperature, "ok": False, "error": f"{type(e).__name__}: {e}"})
     for dtype in ("float32", "bfloat16"):
         try:
             results["local_engine"].append(local_engine_check(dtype, a.steps, work))
@@ -245,12 +293,14 @@ def main(argv=None) -> int:
                                                     f"{', '.join(absent)} (GPU_CHECK_WHEELS, see gpu_check.sh)"})
             continue
         try:
-            results["deepspeed_actor_step"].append(deepspeed_check_in_subprocess(z, work, timeout_s=180))
+            results["deepspeed_actor_step"].append(deepspeed_check_in_subprocess(z, work, timeout_s=150))
         except Exception as e:  # noqa: BLE001 - a timeout included
             results["deepspeed_actor_step"].append({"zero_stage": z, "ok": False,
                                                     "error": f"{type(e).__name__}: {e}"})
+    results["gpu_tests"].append(gpu_tests(timeout_s=120))
     results["wall_s"] = round(time.perf_counter() - t0, 1)
-    results["ok"] = all(r["ok"] for part in ("local_engine", "deepspeed_actor_step") for r in results[part])
+    results["ok"] = all(r["ok"] for part in ("sampling", "local_engine", "deepspeed_actor_step", "gpu_tests")
+                        for r in results[part])
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

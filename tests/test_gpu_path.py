@@ -44,6 +44,12 @@ def test_gpu_check_local_engine_part_runs_on_cpu_in_bf16(tmp_path, monkeypatch):
     assert res["param_dtypes"] == ["torch.bfloat16"] and res["master_weights"] and res["steps"] == 2
 
 
+def test_gpu_check_sampling_part_runs_on_cpu():
+    """The CUDA sampling check's code, against the CPU itself: it runs and finds the same tokens."""
+    res = gpu_check.sampling_check("cpu", temperature=0.6)
+    assert res["ok"] and res["equal_to_cpu"] == res["samples"] == 16
+
+
 # ---- install: pins and order -----------------------------------------------------------------------------
 def test_vllm_extra_is_the_vllm_openrlhf_pins():
     if importlib.util.find_spec("openrlhf") is None:
