@@ -34,7 +34,10 @@ CONF_DIR = ROOT / "conf"
 # keys of the resolved run config that do not change what a run trains or measures
 VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num_threads", "engine.dry_run",
             "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher",
-            "method.runner")  # which module trains a method follows from its name (baselines/)
+            "method.runner",  # which module trains a method follows from its name (baselines/)
+            # how the update is cut into forward/backward passes: memory, not the objective (the gradient is the
+            # same up to float summation order, tests/test_local_engine.py), so runs made before they existed count
+            "train.micro_batch_tokens", "train.logits_chunk_tokens", "train.gradient_checkpointing")
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
