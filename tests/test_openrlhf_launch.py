@@ -189,3 +189,60 @@ def test_mlflow_logger_uses_the_local_metric_names(tmp_path, monkeypatch):
     assert m["train/guidance_level_1"] == 0.0 and m["train/grad_norm"] == 0.7 and m["time/rollout_s"] == 3.0
     assert m["openrlhf/actor_lr"] == 1e-6
     assert run.data.params["method.name"] == "trapo" and run.data.tags["engine"] == "openrlhf"
+
+
+# ---- MLflow of a job: an outage after the start goes to the fallback file, a resumed job continues its run ----
+def _job(tmp_path, monkeypatch, *, resume: bool):
+    """The controller's logger for a job in tmp_path/run, the OpenRLHF args parsed from the launcher's flags."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = compose("engine=openrlhf", "preset=smoke", "tracking.experiment=orl-job", "engine.launcher=local",
+                  f"resume={'auto' if resume else 'never'}")
+    args = patches.parse_openrlhf_args(launch_mod.build_launch(cfg, tmp_path / "run").openrlhf_argv)
+    return logger_mod.MlflowLogger.for_job(cfg, args), args
+
+
+STATUS = {"trapo/loss": 0.5, "trapo/pg_loss": 0.2, "trapo/prefix_loss": 0.3, "actor_grad_norm": 0.7}
+
+
+def test_mlflow_outage_after_the_start_goes_to_the_fallback_file(tmp_path, monkeypatch):
+    import trapo.tracking
+
+    monkeypatch.setattr(trapo.tracking, "BACKOFF_S", 0.01)
+    log, args = _job(tmp_path, monkeypatch, resume=False)
+    out = tmp_path / "run" / "openrlhf"
+    assert logger_mod.job_output_dir(args) == out  # the launcher's output dir: checkpoints/ and final/ in it
+
+    def down(*a, **k):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(log.tracker.client, "log_batch", down)
+    monkeypatch.setattr(log.tracker.client, "set_terminated", down)
+    log.log_train(3, STATUS)  # a multi-hour job goes on
+    log.close()
+    rows = [json.loads(line) for line in (out / "mlflow_fallback.jsonl").read_text().splitlines()]
+    assert [(r["call"], r.get("step")) for r in rows] == [("log_metrics", 3), ("set_terminated", None)]
+    assert rows[0]["metrics"]["train/loss"] == 0.5 and rows[0]["run_id"] == log.run_id
+    assert "ConnectionError" in rows[0]["error"]
+
+
+def test_a_resumed_job_continues_its_mlflow_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    first, args = _job(tmp_path, monkeypatch, resume=False)
+    first.log_train(1, STATUS)
+    first.close()
+    (Path(args.ckpt.path) / "_actor").mkdir(parents=True)  # OpenRLHF's checkpoint of step 1
+    again, args = _job(tmp_path, monkeypatch, resume=True)
+    assert logger_mod.resumes_from_checkpoint(args) and again.run_id == first.run_id
+    again.log_train(2, STATUS)
+    again.close()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("orl-job")
+    assert [r.info.run_id for r in client.search_runs([exp.experiment_id])] == [first.run_id]
+    assert sorted(m.step for m in client.get_metric_history(first.run_id, "train/loss")) == [1, 2]
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    # resume=never starts a new run, and a later resume continues that one
+    fresh, _ = _job(tmp_path, monkeypatch, resume=False)
+    assert fresh.run_id != first.run_id
+    fresh.close()
+    assert _job(tmp_path, monkeypatch, resume=True)[0].run_id == fresh.run_id

@@ -1,4 +1,4 @@
-"""ReLIFT on OpenRLHF's DeepSpeed actor (CPU, gloo, ZeRO-0 and ZeRO-2, fp32) against the local engine's ReLIFT.
+"""ReLIFT on OpenRLHF's DeepSpeed actor (CPU, gloo, ZeRO-0, 2 and 3, fp32) against the local engine's ReLIFT.
 
 Three prompts x 8 samples from GRPO's rollout agent with scripted rewards -- prompts 0 and 2 wrong in all 8
 rollouts (hardest questions), prompt 1 half right -- go through OpenRLHF's own path (responses ->
@@ -11,6 +11,9 @@ The same batch on the local engine: `LocalEngine.train_step` (the RL step), then
 Compared: the parameters after both steps, the SFT loss, the buffer and counters, the RL optimizer's state (not
 touched by the SFT step), DeepSpeed's counters and LR schedule (as the RL step left them), the metric names, and
 the ReLIFT state saved in and loaded from a checkpoint directory.
+
+ZeRO-3 partitions the module's parameters (each rank holds a flat slice; `full_params` gathers them) and lists its
+optimizer's parameters in `param_groups` only inside its own step: the RL optimizer's state is read by its keys.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ agent_mod, relift_mod, logger_mod = openrlhf_modules(
     "trapo.engines.openrlhf.agent", "trapo.engines.openrlhf.relift", "trapo.engines.openrlhf.mlflow_logger")
 
 from test_openrlhf_parity import CPUStrategy as ParityStrategy  # noqa: E402
+from test_openrlhf_parity import actor_mod  # noqa: E402
 from test_openrlhf_parity import (_sample_from_response, actor_trainer, dist_env, fill_replay_buffer,  # noqa: E402
                                   launch_args)
 
@@ -42,6 +46,9 @@ from trapo.relift import LocalRelift, ReliftSettings  # noqa: E402
 TOL = 1e-5
 MAX_NEW = 24
 LR = 1e-4  # Adam's first step is ~lr per entry (and lr x noise/eps where a gradient is near eps): differences scale with lr
+# the SFT step's Adam eps: at 1e-8 a gradient entry near eps turns summation-order noise (~1e-9) into a 2e-5 difference
+# of the update (lr / 4 eps per unit of gradient); at 1e-6 that is 100 times less, and the step still moves by ~lr
+SFT_EPS = 1e-6
 
 
 class CPUStrategy(ParityStrategy):
@@ -49,6 +56,23 @@ class CPUStrategy(ParityStrategy):
 
     def optimizer_step(self, optimizer, model, scheduler, name="model", **kwargs):
         ParityStrategy.__mro__[1].optimizer_step(self, optimizer, model, scheduler, name=name, **kwargs)
+
+
+def full_params(ds) -> list[torch.Tensor]:
+    """Copies of the module's whole parameters (ZeRO-3 keeps only partitions outside a gather)."""
+    params = list(ds.module.parameters())
+    if ds.zero_optimization_stage() != 3:
+        return [p.detach().clone() for p in params]
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params):
+        return [p.detach().clone() for p in params]
+
+
+def optimizer_state(opt) -> dict[int, dict]:
+    """Copies of the optimizer's per-parameter state by the id of its key: ZeRO-0/2 list their parameters in
+    param_groups, ZeRO-3 keys the state by its flat fp32 partitions and empties param_groups between steps."""
+    return {id(p): copy.deepcopy(dict(s)) for p, s in opt.state.items()}
 
 
 REWARDS = [[0.0] * 8, [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0], [0.0] * 8]  # prompts 0 and 2: hardest
@@ -79,13 +103,15 @@ def _rollout(cfg, tok, problems):
     return out, texts
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["zero0", "zero2"])
+@pytest.fixture(scope="module", params=[pytest.param(0, id="zero0"), pytest.param(2, id="zero2"),
+                                        pytest.param(3, id="zero3", marks=pytest.mark.zero3)])
 def both(request):
     torch.manual_seed(0)
     torch.set_num_threads(1)
     cfg = compose("engine=openrlhf", "preset=smoke", "method=relift", f"rollout.max_new_tokens={MAX_NEW}",
                   "train.prompts_per_step=3", f"train.lr={LR}", "method.relift.sft_data_size=2",
-                  "method.relift.lr=2e-4", "method.relift.grad_clip=0.5", f"engine.zero_stage={request.param}",
+                  "method.relift.lr=2e-4", "method.relift.grad_clip=0.5", f"method.relift.eps={SFT_EPS}",
+                  f"engine.zero_stage={request.param}",
                   "engine.micro_train_batch_size=1", "engine.micro_rollout_batch_size=4",
                   "engine.num_nodes=1", "engine.actor_gpus_per_node=1", "engine.vllm_num_engines=1",
                   "engine.vllm_tensor_parallel_size=1", "engine.launcher=local", "engine.attn_implementation=eager",
@@ -132,9 +158,8 @@ def both(request):
 
     def sft_step(tr, rows):  # what the RL step left, just before the SFT step
         seen["rows"] = [r["row"] for r in rows]
-        seen["params"] = [p.detach().clone() for p in ds.module.parameters()]
-        seen["rl_state"] = copy.deepcopy({i: dict(ds.basic_optimizer.state[p])
-                                          for i, p in enumerate(ds.basic_optimizer.param_groups[0]["params"])})
+        seen["params"] = full_params(ds)
+        seen["rl_state"] = optimizer_state(ds.basic_optimizer)
         seen["counters"] = (ds.micro_steps, ds.global_steps, ds.lr_scheduler.get_last_lr())
         return real_sft(tr, rows)
 
@@ -144,7 +169,7 @@ def both(request):
     orl = logger_mod.trapo_metrics(status, n_levels=1, log_levels=False)
     return SimpleNamespace(cfg=cfg, local_model=local_model, local_after_rl=local_after_rl, start=start,
                            local_metrics=local_metrics, relift=relift, trainer=trainer, ds=ds, status=status,
-                           orl=orl, seen=seen)
+                           orl=orl, seen=seen, after=full_params(ds))
 
 
 def test_rl_step_before_the_sft_step_matches(both):
@@ -162,8 +187,7 @@ def test_hardest_questions_make_one_sft_batch_in_batch_order(both):
 def test_parameters_after_the_sft_step_match(both):
     b = both
     moved = max(float((p - q).abs().max()) for p, q in zip(b.local_model.parameters(), b.local_after_rl))
-    worst = max(float((p.detach() - q.detach()).abs().max())
-                for p, q in zip(b.ds.module.parameters(), b.local_model.parameters()))
+    worst = max(float((p - q.detach()).abs().max()) for p, q in zip(b.after, b.local_model.parameters()))
     print(f"max |param diff| after RL + SFT = {worst:.3e} (largest SFT update {moved:.3e})")
     assert moved > 10 * TOL  # the SFT step moved the weights
     assert worst <= TOL
@@ -171,11 +195,14 @@ def test_parameters_after_the_sft_step_match(both):
 
 def test_rl_optimizer_and_deepspeed_counters_are_as_the_rl_step_left_them(both):
     b = both
-    opt = b.ds.basic_optimizer  # ZeRO-2: its parameters are the flat fp32 partitions
-    params = opt.param_groups[0]["params"]
-    for i, p in enumerate(params):
-        for k, v in b.seen["rl_state"][i].items():
-            assert torch.equal(torch.as_tensor(opt.state[p][k]), torch.as_tensor(v)), (i, k)
+    opt = b.ds.basic_optimizer  # ZeRO-2 and 3: its parameters are flat fp32 partitions
+    now = optimizer_state(opt)
+    assert b.seen["rl_state"] and all(b.seen["rl_state"].values())  # the RL step left moments to compare
+    assert now.keys() == b.seen["rl_state"].keys()
+    for n, (i, before) in enumerate(b.seen["rl_state"].items()):
+        assert now[i].keys() == before.keys(), n
+        for k, v in before.items():
+            assert torch.equal(torch.as_tensor(now[i][k]), torch.as_tensor(v)), f"RL state {n}: {k} moved"
     assert opt.param_groups[0]["lr"] == LR and opt.param_groups[0]["weight_decay"] == 0.0
     micro, glob, lr = b.seen["counters"]
     assert (b.ds.micro_steps, b.ds.global_steps, b.ds.lr_scheduler.get_last_lr()) == (micro, glob, lr)
@@ -187,7 +214,7 @@ def test_rl_optimizer_and_deepspeed_counters_are_as_the_rl_step_left_them(both):
     assert swap.hyper["lr"] == 2e-4 and swap.hyper["weight_decay"] == 0.01
     # (DeepSpeed's FusedAdam counts a group's steps in the state of the group's last parameter)
     sft_steps = max(int(e["step"][0]) for e in swap.state if e)
-    rl_steps = max(int(opt.state[p]["step"]) for p in params)
+    rl_steps = max(int(s["step"]) for s in now.values())
     assert (sft_steps, rl_steps) == (1, 1)
 
 
@@ -212,6 +239,7 @@ def test_relift_state_round_trips_through_a_checkpoint_dir(both, tmp_path):
         again = relift_mod.ActorRelift(r.settings)
         assert again.load(relift_mod.latest_tag_dir(tmp_path))
         assert again.buffer.rows == r.buffer.rows and again.sft_steps == 1
+        assert r.swap.state and len(again.swap.state) == len(r.swap.state)
         for a, c in zip(again.swap.state, r.swap.state):
             assert a.keys() == c.keys()
             for k in a:
@@ -220,3 +248,49 @@ def test_relift_state_round_trips_through_a_checkpoint_dir(both, tmp_path):
         assert not relift_mod.ActorRelift(r.settings).load(tmp_path / "nothing")
     finally:
         r.buffer.rows = []
+
+
+# ---- without DeepSpeed --------------------------------------------------------------------------------------------
+def test_no_relift_hook_after_a_step_deepspeed_skipped(monkeypatch):
+    """A step whose update DeepSpeed skipped (non-finite gradients) adds nothing to ReLIFT's buffer and runs no SFT
+    step, as on the local engine; the next applied step's notes go in as usual."""
+    cfg = compose("engine=openrlhf", "preset=smoke", "method=relift", "method.relift.sft_data_size=8")
+    engine = SimpleNamespace(global_steps=0, skipped_steps=0)
+    skip = {"next": True}
+
+    def ppo_train(self, kl_ctl):  # OpenRLHF's loop: one optimizer step, skipped or applied
+        self.relift.collect(SimpleNamespace(prompts=["p"], labels=[agent_mod.encode_label("1", "s", row=3)]),
+                            torch.zeros(1), torch.ones(1))
+        engine.global_steps += 1
+        engine.skipped_steps += int(skip["next"])
+        return {"policy_loss": 0.5}
+
+    monkeypatch.setattr(actor_mod.ActorPPOTrainer, "ppo_train", ppo_train)
+    trainer = object.__new__(actor_mod.TrapoActorPPOTrainer)
+    trainer.actor = SimpleNamespace(model=engine)
+    trainer.args = SimpleNamespace(rollout=SimpleNamespace(batch_size=1))
+    trainer.relift = relift_mod.ActorRelift.from_config(cfg)
+
+    status = trainer.ppo_train(0.0)
+    assert trainer.relift.buffer.rows == [] and trainer.relift._seen == {}
+    assert not any(k.startswith("relift/") for k in status), status
+    assert logger_mod.trapo_metrics(status)["train/skipped_nonfinite"] == 1.0
+
+    skip["next"] = False
+    status = trainer.ppo_train(0.0)
+    assert [r["row"] for r in trainer.relift.buffer.rows] == [3] and status["relift/hard_prompts"] == 1.0
+    assert "train/skipped_nonfinite" not in logger_mod.trapo_metrics(status)
+
+
+def test_zero3_state_it_cannot_swap_is_refused():
+    def engine(**zero):
+        opt = SimpleNamespace(**{"swap_optimizer": False, "backup_optimizer": None, "zenflow": False,
+                                 "fp32_partitioned_groups_flat": [torch.zeros(2)], **zero})
+        opt.optimizer = basic = object()
+        return SimpleNamespace(optimizer=opt, basic_optimizer=basic, zero_optimization_stage=lambda: 3)
+
+    assert len(relift_mod.zero3_state_keys(engine())) == 1
+    with pytest.raises(ValueError, match="NVMe"):
+        relift_mod.zero3_state_keys(engine(swap_optimizer=True))
+    with pytest.raises(ValueError, match="partial optimizer offload"):
+        relift_mod.zero3_state_keys(engine(backup_optimizer=object()))

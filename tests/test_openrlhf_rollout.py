@@ -185,3 +185,48 @@ def test_label_round_trip_and_plain_labels():
     lab = agent_mod.encode_label("98", "a\n\nb")
     assert agent_mod.decode_label(lab) == {"answer": "98", "solution": "a\n\nb"}
     assert agent_mod.decode_label("42") == {"answer": "42", "solution": None}
+
+
+def test_every_prompt_of_a_step_starts_its_first_round_before_any_second_round():
+    """128 prompts on one engine: each prompt's group holds an agent thread for all its rounds, so the pool must
+    hold the whole step -- with fewer threads, the prompts beyond it start only after whole groups finish."""
+    n = 128
+    cfg = compose("engine=openrlhf", "preset=smoke", "method=trapo", f"train.prompts_per_step={n}",
+                  "engine.vllm_num_engines=1")
+    tok = build_char_tokenizer()
+    problems = make_split(n, 1, 2, seed=3)
+    firsts = asyncio.Event()  # every prompt's first generation call has arrived
+    order: list[tuple[int, int]] = []  # (prompt, its call number) in the order generation calls arrive
+    calls = [0] * n
+
+    class Engine:
+        async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+            i = sampling_params.prompt  # each prompt's SamplingParams (deep-copied per call) names it
+            order.append((i, calls[i]))
+            calls[i] += 1
+            if len({j for j, c in order if c == 0}) == n:
+                firsts.set()
+            try:  # hold every call until all first rounds have started (or a while: the old pool never gets there)
+                await asyncio.wait_for(firsts.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                pass
+            out = tok("\n\n\\boxed{-1}", add_special_tokens=False).input_ids + [tok.eos_token_id]
+            return SimpleNamespace(outputs=[SimpleNamespace(token_ids=out[: sampling_params.max_tokens])])
+
+    ex = agent_mod.AgentExecutor(cfg=cfg, reward_fn=lambda texts, golds: [0.0] * len(texts))
+    engine = Engine()
+
+    async def go():
+        jobs = []
+        for i, p in enumerate(problems):
+            sp = SimpleNamespace(max_tokens=MAX_NEW, prompt=i)  # one object per prompt, as OpenRLHF's
+            text = build_prompt(p.question, tok, PROMPT_TEMPLATE)
+            label = agent_mod.encode_label(p.answer, p.solution)
+            jobs += [ex.execute(text, label, sp, MAX_LEN, tok, engine) for _ in range(int(cfg.train.group_size))]
+        return await asyncio.gather(*jobs)
+
+    responses = asyncio.run(go())
+    assert len(responses) == n * int(cfg.train.group_size)
+    second_round = next(k for k, (_, c) in enumerate(order) if c == 4)  # calls 0-3 are a prompt's first round
+    late = sorted({i for i, c in order[second_round:] if c == 0})
+    assert not late, f"{len(late)} prompts started their first round after a second round had begun"

@@ -8,6 +8,8 @@ TRAPO's objective with the masks rebuilt from the per-sample scalars that the ro
     expert = action_mask & (cumsum(action_mask) <= trapo_prefix_len)   TrSFT (x prefix weight and scale)
     rl     = action_mask & ~expert                                     policy gradient with trapo_advantage
 
+Log-probs and entropy are those of softmax(logits / rollout.temperature), the sampling policy (`adopt`).
+
 Normaliser: the local engine divides every token sum of a step by n_samples x rollout.max_new_tokens
 (Dr.GRPO's constant, `trapo.rl_step.dr_grpo_normalizer`). DeepSpeed divides each micro-batch loss by the
 gradient-accumulation steps and averages gradients over data-parallel ranks, and OpenRLHF gives each
@@ -72,6 +74,18 @@ def trapo_masks(action_mask: torch.Tensor, prefix_len: torch.Tensor) -> tuple[to
     return expert, act & ~expert
 
 
+def step_counts(engine) -> tuple[int, int]:
+    """(optimizer steps, of them skipped) of a DeepSpeed engine. A step whose gradients overflowed (the fp16 loss
+    scaler's non-finite check) counts in both and changes no weight (`DeepSpeedEngine._take_model_step`)."""
+    return int(engine.global_steps), int(engine.skipped_steps)
+
+
+def applied_update(before: tuple[int, int], after: tuple[int, int]) -> bool:
+    """Whether the optimizer steps between two `step_counts` changed the weights (no step at all: nothing said)."""
+    steps, skipped = after[0] - before[0], after[1] - before[1]
+    return steps == 0 or skipped < steps
+
+
 class TrapoActorPPOTrainer(ActorPPOTrainer):
     """OpenRLHF's actor trainer with TRAPO's objective. Built by OpenRLHF, then adopted with `adopt`."""
 
@@ -79,8 +93,16 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
     relift = None  # method=relift: trapo.engines.openrlhf.relift.ActorRelift (SFT on the hardest questions)
 
     def ppo_train(self, kl_ctl: float):
+        engine = self.actor.model
+        before = step_counts(engine)
         status = super().ppo_train(kl_ctl)
-        if self.relift is not None:  # after the RL update: the buffer, and at most one SFT step
+        if not applied_update(before, step_counts(engine)):
+            # DeepSpeed skipped the update (non-finite gradients): as the local trainer, no ReLIFT hook -- the
+            # step's hardest questions came from a policy the next batch samples again, and no SFT step follows
+            status["trapo/skipped_nonfinite"] = 1.0
+            if self.relift is not None:
+                self.relift.drop_step()
+        elif self.relift is not None:  # after the RL update: the buffer, and at most one SFT step
             status.update(self.relift.after_step(self))
         return status
 
@@ -162,15 +184,17 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
 def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     """Turn the ActorPPOTrainer that OpenRLHF built into TRAPO's (it adds no state but the settings).
 
-    The actor's log-probs are those of the policy itself, as in the local engine: OpenRLHF would divide
-    the logits by the rollout temperature, which only agrees at temperature 1 (the paper's setting).
+    The actor scores log-probs and entropy at the rollout temperature (OpenRLHF's `Actor.forward` divides the
+    logits by `actor.temperature`), as the local engine's update: the gradient is then the policy gradient of
+    softmax(logits / T), the policy the rollouts sampled from. Set here from the config, so it does not rest on
+    how OpenRLHF built the actor.
     """
     trainer.__class__ = TrapoActorPPOTrainer
     trainer.trapo = ActorSettings.from_config(cfg)
     from trapo.engines.openrlhf.relift import ActorRelift
 
     trainer.relift = ActorRelift.from_config(cfg)
-    trainer.actor.temperature = 1.0
+    trainer.actor.temperature = float(cfg.rollout.temperature)
     return trainer
 
 

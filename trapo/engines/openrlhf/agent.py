@@ -134,6 +134,17 @@ class _Group:
         self.task: asyncio.Future | None = None
 
 
+def pool_size(cfg) -> int:
+    """Threads of an engine's agent: engine.agent_workers, else one per prompt of a step.
+
+    A prompt's group holds its thread for all its rounds (it waits on vLLM between them), so with fewer threads
+    than the prompts an engine holds, the rest start their first round only after whole groups have finished.
+    OpenRLHF spreads a step's prompts over the engines by their pending requests (about prompts / engines each);
+    a pool of the whole step leaves no prompt queued whatever the spread, and an idle thread costs nothing."""
+    n = cfg.engine.get("agent_workers")
+    return int(n) if n else int(cfg.train.prompts_per_step)
+
+
 class AgentExecutor(AgentExecutorBase):
     """Loaded by OpenRLHF in every vLLM engine (`_load_agent_executor`), one instance per engine."""
 
@@ -144,7 +155,7 @@ class AgentExecutor(AgentExecutorBase):
         self.cfg = cfg if cfg is not None else config_from_env()
         self.schedule = rl_schedule(self.cfg)
         self._reward_fn = reward_fn
-        workers = max_workers or int(self.cfg.engine.get("agent_workers") or 64)
+        workers = max_workers or pool_size(self.cfg)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trapo-agent")
         self._groups: dict[int, _Group] = {}
         self._ids = itertools.count()

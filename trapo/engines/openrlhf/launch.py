@@ -320,9 +320,6 @@ def build_launch(cfg, run_dir: str | Path) -> Launch:
             int(e.vllm_num_engines) * int(e.vllm_tensor_parallel_size):
         raise ValueError("config engine.colocate_all: num_nodes x actor_gpus_per_node must equal "
                          "vllm_num_engines x vllm_tensor_parallel_size (OpenRLHF shares each GPU between both)")
-    if float(cfg.rollout.temperature) != 1.0:
-        notes.append("rollout.temperature != 1: the actor's log-probs are the policy's own (as the local engine), "
-                     "not OpenRLHF's temperature-scaled ones")
     return Launch(flags=flags, extra_args=[str(a) for a in (e.get("extra_args") or [])], env=env, run_dir=run_dir,
                   prompts_path=prompts, n_rows=n_prompt_rows(cfg), data_source=data_source(cfg), launcher=launcher,
                   ray_address=str(e.ray_address) if e.get("ray_address") else None, working_dir=working_dir,

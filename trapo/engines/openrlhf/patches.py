@@ -16,7 +16,8 @@
    (action_ranges -> action_mask, extra_logs -> info), `prepare_datasets` and `PPOTrainer.__init__` (the prompt
    loader that `read_prompts_in_file_order` rebuilds without shuffling); for ReLIFT (method=relift)
    `PolicyModelActor.save_checkpoint` (its state saved beside it), `PolicyModelActor.fit` (calls the `ppo_train` that
-   `actor.TrapoActorPPOTrainer` extends) and the DeepSpeed engine's step/backward/boundary (the SFT step).
+   `actor.TrapoActorPPOTrainer` extends), the DeepSpeed engine's step/backward/boundary (the SFT step) and ZeRO-3's
+   optimizer step (where its optimizer state lives).
 
 `TARGETS` holds the sha256 of each of these sources as released in 0.11.2; `check_targets` (run by the
 entry, and by tests/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
@@ -80,6 +81,10 @@ TARGETS: dict[tuple[str, str], str] = {
         "e0fcf0bd95e54d60a6f89552058709e5565f8471fccac621b5300d4de971faad",
     ("deepspeed.runtime.engine", "DeepSpeedEngine._take_model_step"):
         "2c94d8c2edef956bfdb917b469fbeab9556bf1f811b43bec377288fcd1f1ee30",
+    # ZeRO-3 lists a group's flat fp32 partition in param_groups only inside its step: ReLIFT's state swap reads
+    # the partitions from the ZeRO-3 optimizer instead (`relift.zero3_state_keys`)
+    ("deepspeed.runtime.zero.stage3", "DeepSpeedZeroOptimizer_Stage3._optimizer_step"):
+        "f6efea60596166e131b6be5538d31d17fec03e113513616a820be8728604a284",
 }
 
 
@@ -200,7 +205,7 @@ def ppo_trainer_class(cfg_data: Mapping[str, Any]):
             from trapo.engines.openrlhf.mlflow_logger import MlflowLogger
             from trapo.engines.openrlhf.settings import as_config
 
-            self.tensorboard_logger = MlflowLogger(as_config(self.trapo_config))
+            self.tensorboard_logger = MlflowLogger.for_job(as_config(self.trapo_config), self.args)
             read_prompts_in_file_order(self)
 
     TrapoPPOTrainer.__name__ = TrapoPPOTrainer.__qualname__ = "TrapoPPOTrainer"

@@ -6,14 +6,14 @@ The RL step is the TRAPO actor's (GRPO for this method). Around it, on every Dee
   (`trapo_zero_signal`, set by the rollout agent from all G rewards) and whose reward is 0 belongs to a hardest
   question; its prompt text (`Experience.prompts`) and reference solution (the JSON label, with the prompt file's
   row) are noted. OpenRLHF keeps both list fields through every concat/split.
-- `after_step` (from `ppo_train`, once the RL update is done): the ranks' notes are gathered (every rank builds the
+- `after_step` (from `ppo_train`, once the RL update is done; `drop_step` instead when DeepSpeed skipped it): the ranks' notes are gathered (every rank builds the
   same buffer: rows in prompt-file order = batch order, newest step first); when `sft_data_size` rows have
   gathered, the newest go through one SFT step: each rank runs its share (round-robin) in micro-batches of
   `--train.micro_batch_size`, all ranks the same number (empty shares run a zero-weighted row), the last one at
   DeepSpeed's accumulation boundary; the loss is summed and divided by the step's reference-token count / dp size
   (DeepSpeed averages over ranks: a token mean over the whole SFT batch). The step runs on DeepSpeed's optimizer
-  with ReLIFT's own AdamW state and hyper-parameters swapped in (`trapo.relift.OptimizerStateSwap`) and its own
-  clip; DeepSpeed's LR scheduler, micro-step and step counters are left as the RL steps set them.
+  with ReLIFT's own AdamW state and hyper-parameters swapped in (`EngineStateSwap`, on every ZeRO stage) and its
+  own clip; DeepSpeed's LR scheduler, micro-step and step counters are left as the RL steps set them.
 - `save` / `load`: the buffer (JSON) and this rank's share of the swapped-out AdamW state (safetensors) in the
   OpenRLHF checkpoint's tag directory (`TrapoPolicyModelActor.save_checkpoint`).
 """
@@ -60,6 +60,60 @@ def _all_reduce(value: float, op: str, device) -> float:
     return float(t.item())
 
 
+def zero3_state_keys(engine) -> list[torch.Tensor] | None:
+    """The tensors DeepSpeed's ZeRO-3 optimizer keeps its per-parameter state under, or None below stage 3.
+
+    Stage 3 lists nothing in its basic optimizer's param_groups between steps: `_optimizer_step` puts one flat fp32
+    partition (`fp32_partitioned_groups_flat[sub_group]`) into its group's list, steps, and empties the list again,
+    so the state is keyed by those partitions. Where the state is not all in that optimizer's dict, it cannot be
+    swapped: refused."""
+    zero_opt = engine.optimizer
+    if engine.zero_optimization_stage() != 3:
+        return None
+    if getattr(zero_opt, "swap_optimizer", False):
+        raise ValueError("method=relift on ZeRO-3 with the optimizer state offloaded to NVMe is not supported (the "
+                         "RL optimizer's moments live in swap files ReLIFT's SFT step cannot set aside): offload to "
+                         "the CPU or not at all")
+    if getattr(zero_opt, "backup_optimizer", None) is not None or getattr(zero_opt, "zenflow", False):
+        raise ValueError("method=relift on ZeRO-3 with a partial optimizer offload (ratio < 1) or ZenFlow is not "
+                         "supported (a second optimizer holds part of the RL state)")
+    if zero_opt.optimizer is not engine.basic_optimizer:
+        raise ValueError("method=relift: DeepSpeed's ZeRO-3 optimizer does not step its basic optimizer")
+    return list(zero_opt.fp32_partitioned_groups_flat)
+
+
+@contextmanager
+def temperature_one(actor):
+    """The actor's forward on the model's own distribution (logits not divided by the rollout temperature, which
+    `actor.adopt` sets for the RL update): the SFT step is a likelihood of reference solutions, no one sampled them,
+    and the local engine's SFT step (`trapo.relift.LocalRelift`) scores them at temperature 1 too."""
+    saved = actor.temperature
+    actor.temperature = 1.0
+    try:
+        yield
+    finally:
+        actor.temperature = saved
+
+
+class EngineStateSwap(OptimizerStateSwap):
+    """`OptimizerStateSwap` on a DeepSpeed engine's basic optimizer, every ZeRO stage: `with swap.on(engine):`.
+    ZeRO-0/1/2 list the tensors with state in param_groups; ZeRO-3 does not (`zero3_state_keys`)."""
+
+    _keys: list[torch.Tensor] | None = None
+
+    def _params(self, opt) -> list[torch.Tensor]:
+        return list(self._keys) if self._keys is not None else OptimizerStateSwap._params(opt)
+
+    @contextmanager
+    def on(self, engine):
+        self._keys = zero3_state_keys(engine)
+        try:
+            with self.active(engine.basic_optimizer):
+                yield
+        finally:
+            self._keys = None
+
+
 def hard_rows(prompts: Sequence[str], labels: Sequence[Any], rewards: torch.Tensor,
               zero_signal: torch.Tensor) -> dict:
     """{key: row} for the samples of a micro-batch that belong to a hardest question (all G rewards 0)."""
@@ -93,8 +147,8 @@ class ActorRelift:
         self.settings = settings
         self.buffer = HardBuffer(settings.sft_data_size)
         self.sft_steps = 0
-        self.swap = OptimizerStateSwap(lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
-                                       eps=settings.eps)
+        self.swap = EngineStateSwap(lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
+                                    eps=settings.eps)
         self._seen: dict = {}
 
     @classmethod
@@ -107,6 +161,10 @@ class ActorRelift:
         self._seen.update(hard_rows(list(experience.prompts), list(experience.labels), rewards, zero_signal))
 
     # ---- after it ----
+    def drop_step(self) -> None:
+        """Forget the notes of a step whose RL update DeepSpeed skipped (`TrapoActorPPOTrainer.ppo_train`)."""
+        self._seen = {}
+
     def after_step(self, trainer) -> dict[str, float]:
         rows = merge_rows(_all_gather_objects(self._seen))
         self._seen = {}
@@ -161,7 +219,7 @@ class ActorRelift:
         nll = ent = 0.0
         own_norm = None
         actor.train()
-        with self._sft_engine(engine):
+        with self._sft_engine(engine), temperature_one(actor):
             for j in range(n_batches):
                 real = j < len(batches)
                 mb = batches[j] if real else [pairs[0]]  # a rank without rows left still joins the reduction
@@ -201,7 +259,7 @@ class ActorRelift:
         if saved["zero_clip"] is not None:
             zero_opt.clip_grad = self.settings.grad_clip
         try:
-            with self.swap.active(engine.basic_optimizer):
+            with self.swap.on(engine):
                 yield
         finally:
             engine.micro_steps, engine.global_steps = saved["micro_steps"], saved["global_steps"]
