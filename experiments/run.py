@@ -70,7 +70,11 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from trapo.trainer import Preempted
+
     try:
         main()
-    except KeyboardInterrupt:  # the trainer has said where it stopped and how to resume
+    except Preempted:  # SIGTERM: the trainer has said where it stopped and how to resume
+        sys.exit(143)
+    except KeyboardInterrupt:  # Ctrl-C: likewise
         sys.exit(130)

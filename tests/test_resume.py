@@ -107,3 +107,39 @@ def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes(tmp_path):
     res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from step {m[2]}/6" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_ends_the_mlflow_run_as_killed_and_resumes(tmp_path):
+    """SLURM preemption, `timeout` and `docker stop` send SIGTERM: the run finishes its (short) step, writes a
+    checkpoint, says where it stopped and how to resume, ends its MLflow run as KILLED, and exits 143; the
+    printed command resumes from that step in the same MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    dir_ = tmp_path / "run"
+    c = [a for a in cmd(dir_, "grpo") if a != "checkpoint.every=2"] + ["checkpoint.every=0", "train.steps=8"]
+    proc = subprocess.Popen(c, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = dir_ / "run.log"
+        if log.exists() and "step 2/8" in log.read_text():
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # to the process alone, as `timeout` and `docker stop` do
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    line = next(x for x in out.splitlines() if "stopped by SIGTERM at step" in x)
+    m = re.search(r"at step (\d+)/8, last checkpoint step (\d+); to resume: python experiments/run.py ", line)
+    assert m and m[1] == m[2] and int(m[1]) >= 2, line  # checkpoint.every=0, yet nothing was lost
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("trapo").experiment_id])
+    assert run.info.status == "KILLED"
+
+    res = subprocess.run(c, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming from step {m[1]}/8" in res.stdout + res.stderr
+    (run,) = client.search_runs([client.get_experiment_by_name("trapo").experiment_id])
+    assert run.info.status == "FINISHED"

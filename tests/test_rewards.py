@@ -97,3 +97,50 @@ def test_reward_survives_a_dead_pool():
         assert reward([r"\boxed{3}", r"\boxed{2}"], ["3", "3"]) == [1.0, 0.0]
     finally:
         reward.close()
+
+
+# ---- your own reward, by name --------------------------------------------------------------------------------
+@pytest.fixture
+def tests_on_path(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    yield
+    sys.modules.pop("custom_reward", None)
+
+
+def test_a_reward_function_by_target(tests_on_path):
+    r = build_reward({"_target_": "custom_reward.contains_gold"})
+    assert r(["x = 42", "x = 41"], ["42", "42"]) == [1.0, 0.0]
+    assert build_reward({"_target_": "custom_reward.scaled", "scale": 0.5})(["42"], ["42"]) == [0.5]
+    assert build_reward({"_target_": "custom_reward.LengthPenalty", "per_char": 0.1})(["abcd"], ["1"]) == [-0.4]
+
+
+def test_a_bad_reward_target_fails_clearly(tests_on_path):
+    with pytest.raises(ValueError, match=r"data.reward._target_='custom_reward.nope' cannot be imported"):
+        build_reward({"_target_": "custom_reward.nope"})
+    with pytest.raises(ValueError, match="returned 1 rewards for 2 responses"):
+        build_reward({"_target_": "custom_reward.wrong_length"})(["a", "b"], ["1", "2"])
+    with pytest.raises(ValueError, match="needs _target_"):
+        build_reward({"name": "x"})
+
+
+def test_a_run_trains_on_a_reward_named_on_the_command_line(tmp_path, monkeypatch):
+    """`data.reward={_target_: ...}` from the command line reaches the trainer (smoke preset, 1 step)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+               PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, str(tests.parent / "experiments" / "run.py"), "method=grpo", "preset=smoke",
+           "train.steps=1", "progress=false", "++data.eval_splits={}", "++data.valid.n=2", "eval.max_new_tokens=4",
+           "data.reward={_target_: custom_reward.LengthPenalty, per_char: 0.01}", f"hydra.run.dir={tmp_path}/run"]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (row,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["train/reward_all_mean"] < 0  # every response pays for its length: only this reward goes negative

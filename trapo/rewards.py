@@ -16,12 +16,16 @@ exploit in a reward. The names (docs/rewards.md has the table of cases):
 - ``exact``: the synthetic task's integers: the last boxed answer equals the gold string.
 
 The first two run in the grader's worker processes (a per-item time limit, a crash scores 0, a cache).
+
+Your own reward: `data.reward` may name any importable callable with the same contract, Hydra-style,
+``data.reward={_target_: mypkg.rewards.my_reward}`` (a function is the reward; with more keys it gets them as
+keyword arguments; a class is instantiated with them and its instances called). docs/rewards.md shows it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +140,60 @@ class StrictBoxedReward(_PooledReward):
         return out
 
 
-def build_reward(kind: str) -> RewardFn:
-    """The training reward of a config's `data.reward`: ``math_verify``, ``boxed`` or ``exact`` (module doc)."""
+class CheckedReward:
+    """A user's reward function, held to the contract: one float per response (a clear error otherwise)."""
+
+    def __init__(self, fn, target: str):
+        self.fn, self.target = fn, target
+
+    def __call__(self, responses: Sequence[str], golds: Sequence[Any]) -> list[float]:
+        out = self.fn(list(responses), list(golds))
+        try:
+            values = [float(x) for x in out]
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"data.reward {self.target}: must return one number per response, got "
+                            f"{type(out).__name__} ({exc})") from None
+        if len(values) != len(responses):
+            raise ValueError(f"data.reward {self.target}: returned {len(values)} rewards for {len(responses)} "
+                             "responses")
+        return values
+
+    def close(self) -> None:
+        if hasattr(self.fn, "close"):
+            self.fn.close()
+
+
+def _custom_reward(spec: Mapping[str, Any]) -> RewardFn:
+    import functools
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = str(spec["_target_"])
+    try:
+        obj = get_object(target)
+    except Exception as exc:
+        raise ValueError(f"data.reward._target_={target!r} cannot be imported ({exc})") from None
+    kwargs = {k: v for k, v in spec.items() if k != "_target_"}
+    if inspect.isclass(obj):
+        fn = obj(**kwargs)
+    elif callable(obj):
+        fn = functools.partial(obj, **kwargs) if kwargs else obj
+    else:
+        raise TypeError(f"data.reward._target_={target!r} is a {type(obj).__name__}, not a function or class")
+    return CheckedReward(fn, target)
+
+
+def build_reward(kind) -> RewardFn:
+    """The training reward of a config's `data.reward`: ``math_verify``, ``boxed``, ``exact``, or a mapping with
+    ``_target_`` naming your own (module doc)."""
+    if hasattr(kind, "items"):  # a DictConfig or dict: {_target_: ..., **kwargs}
+        from omegaconf import DictConfig, OmegaConf
+
+        spec = OmegaConf.to_container(kind, resolve=True) if isinstance(kind, DictConfig) else dict(kind)
+        if "_target_" not in spec:
+            raise ValueError(f"data.reward: a mapping needs _target_ (an importable reward function), got {spec}")
+        return _custom_reward(spec)
     name = ALIASES.get(str(kind), str(kind))
     if name == "exact":
         return BoxedExactMatch()
@@ -145,5 +201,5 @@ def build_reward(kind: str) -> RewardFn:
         return MathVerifyReward()
     if name == "boxed":
         return StrictBoxedReward()
-    raise ValueError(f"unknown reward {kind!r} (config data.reward); expected one of {', '.join(REWARDS)} "
-                     f"(docs/rewards.md)")
+    raise ValueError(f"unknown reward {kind!r} (config data.reward); expected one of {', '.join(REWARDS)}, or "
+                     "{_target_: your.module.function} (docs/rewards.md)")

@@ -43,6 +43,14 @@ step_log = logging.getLogger("trapo.steps")  # one line per step: run.log only (
 
 Callback = Callable[[int, Mapping[str, float]], None]
 
+# On SIGTERM a run whose steps take at most this long finishes its step and writes a checkpoint before it stops
+# (SLURM, `timeout`, `docker stop` wait 10-30 s before SIGKILL); a slower one stops at once, as Ctrl-C does.
+STOP_GRACE_S = 10.0
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM: the run stops as it does on Ctrl-C (stop line, resume command, MLflow run KILLED)."""
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -82,6 +90,7 @@ class Trainer:
         self.overrides, self.source, self.command = list(overrides or []), source, command
         self.resume_hint = resume_hint or "rerun the same command to resume"
         self.step = 0  # optimizer steps done
+        self._stop_requested: str | None = None  # set by SIGTERM: checkpoint and stop after this step
         self.method = cfg.method
         self.schedule = guidance_schedule(cfg)  # its rounds name the guidance-level metrics
         self.rl_schedule = rl_schedule(cfg)
@@ -253,8 +262,36 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         state = self._prepare()  # everything that can reject the run, before its directory or log exists
-        with self._log_file():
+        with self._log_file(), self._sigterm_stops():
             return self._run(state)
+
+    @contextmanager
+    def _sigterm_stops(self):
+        """SIGTERM ends the run like Ctrl-C. Between steps of a run whose steps are short (`STOP_GRACE_S`) it
+        first finishes the step and checkpoints it, so a preempted job loses nothing; a second SIGTERM, or a slow
+        step, stops at once (the last periodic checkpoint is where a rerun resumes)."""
+        import signal
+        import threading
+
+        self._stop_requested = None
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+
+        def on_sigterm(signum, frame):
+            step_s = getattr(self, "_last_step_s", None)
+            if self._stop_requested is None and getattr(self, "_in_steps", False) and step_s is not None \
+                    and step_s <= STOP_GRACE_S:
+                self._stop_requested = "SIGTERM"
+                log.warning("SIGTERM: finishing step %d, writing a checkpoint, then stopping", self.step + 1)
+                return
+            raise Preempted("SIGTERM")
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     @contextmanager
     def _log_file(self):
@@ -327,12 +364,13 @@ class Trainer:
             log.info("done: outputs in %s | %s; view: %s", self.output_dir, mlflow_run,
                      ui_hint(tracker.uri, tracker.experiment_id, tracker.run_id))
             return final
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             status = "KILLED"
             last = self.checkpointer.latest()
             saved = (f"last checkpoint step {last.step}; {self.resume_hint}" if last is not None else
                      f"no checkpoint yet (checkpoint.every={cfg.checkpoint.every}): a rerun starts from step 0")
-            log.warning("stopped at step %d/%d, %s", self.step, total, saved)
+            log.warning("stopped%s at step %d/%d, %s", " by SIGTERM" if isinstance(stop, Preempted) else "",
+                        self.step, total, saved)
             raise
         finally:
             tracker.finish(status)
@@ -369,6 +407,13 @@ class Trainer:
         return final
 
     def _steps(self, phases: list[Phase], start: int, total: int, tracker: Tracker, bar) -> None:
+        self._in_steps = True
+        try:
+            self._run_steps(phases, start, total, tracker, bar)
+        finally:
+            self._in_steps = False
+
+    def _run_steps(self, phases: list[Phase], start: int, total: int, tracker: Tracker, bar) -> None:
         cfg = self.cfg
         for phase in phases:
             for step in range(max(start, phase.start), phase.start + phase.steps):
@@ -401,7 +446,8 @@ class Trainer:
                 if "valid/accuracy" in metrics:
                     for cb in self.callbacks:
                         cb(done, {"valid/accuracy": metrics["valid/accuracy"]})
-                if cfg.checkpoint.every and done % int(cfg.checkpoint.every) == 0 and done < total:
+                saved = bool(cfg.checkpoint.every) and done % int(cfg.checkpoint.every) == 0 and done < total
+                if saved or (self._stop_requested and done < total):
                     self._save_checkpoint(done, phase.kind, tracker)
                 bar.update(1)
                 postfix = {"loss": f"{metrics['train/loss']:.3f}"}
@@ -409,8 +455,11 @@ class Trainer:
                     postfix["reward"] = f"{metrics['train/reward_mean']:.2f}"
                 bar.set_postfix(postfix)
                 self.step = done
+                self._last_step_s = metrics["time/step_s"]
                 step_log.info("step %d/%d %s %s", done, total, phase.kind, " ".join(
                     f"{k.split('/', 1)[-1]}={v:.4g}" for k, v in clean.items() if not k.startswith("time/")))
+                if self._stop_requested:
+                    raise Preempted(self._stop_requested)
 
     def final_eval(self) -> dict[str, float]:
         """Validation and every evaluation split; per-sample rows go to <run dir>/eval/."""
