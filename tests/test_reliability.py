@@ -641,3 +641,16 @@ def test_resume_never_moves_earlier_outputs_aside(tmp_path):
     assert (prev / "checkpoints" / "step_000002" / "state.json").exists() and (prev / "metrics.jsonl").exists()
     assert not (out / "checkpoints").exists() and (out / "run.log").exists()
     assert trainer.checkpointer.latest() is None
+
+
+def test_jsonl_the_tiny_model_cannot_spell_is_refused_naming_line_and_characters(tmp_path, client):
+    rows = [{"question": "What is 3 + 4?", "solution": "3 + 4 = 7", "answer": "7"},
+            {"question": "What is 40% of 130?", "solution": "0.4 * 130 = 52", "answer": "52"},
+            {"question": "Is 3 < 4 & 5 > 2?", "solution": "yes", "answer": "yes"}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError) as err:
+        run_trainer(tmp_path / "run", "data=jsonl", f"data.path={path}", experiment="jsonl-vocab")
+    msg = str(err.value)
+    assert f"{path}:2:question: characters '%'" in msg and "'%&<>'" in msg and "model=smollm2" in msg
+    assert not (tmp_path / "run").exists() and not runs(client, "jsonl-vocab")  # refused before any work

@@ -105,6 +105,11 @@ class Trainer:
         if not self.data.train:
             raise ValueError(f"data ({cfg.data.name}): the training set is empty")
         check_model_source(cfg.model)
+        if cfg.model.kind == "tiny" and cfg.data.kind == "jsonl":  # a character model: refuse what it cannot spell
+            from trapo.data.loading import check_alphabet
+            from trapo.models.tiny import CHARS
+
+            check_alphabet(cfg.data.path, cfg.data.fields, CHARS, model=str(cfg.model.get("name", "tiny")))
         state = self.checkpointer.latest() if cfg.resume == "auto" else None
         if state is not None:
             self._check_resumable(state)

@@ -64,6 +64,29 @@ def load_jsonl_items(path: str | Path, fields: Mapping[str, str]) -> list[Item]:
     return items
 
 
+def check_alphabet(path: str | Path, fields: Mapping[str, str], alphabet: str, model: str) -> None:
+    """Refuse a JSONL whose question, solution or answer holds characters outside `alphabet` (a character-level
+    model's vocabulary): they would silently become <unk>. The error names the file, the first such line and
+    field, and every character outside the alphabet in the file."""
+    allowed = set(alphabet)
+    first, bad = None, set()
+    for lineno, row, error in iter_jsonl(Path(path)):
+        if error:
+            continue  # load_jsonl_items reports it
+        for role in ("question", "solution", "answer"):
+            v = row.get(fields[role])
+            chars = set(str(v)) - allowed if v is not None else set()
+            if chars:
+                bad |= chars
+                first = first or (lineno, fields[role], "".join(sorted(chars)))
+    if first:
+        lineno, field, chars = first
+        raise ValueError(f"{path}:{lineno}:{field}: characters {chars!r} are not in model={model}'s vocabulary "
+                         f"(all such in the file: {''.join(sorted(bad))!r}); they would become <unk>. The tiny model "
+                         f"is the embedded task's character model: train on your own data with a real tokenizer, "
+                         f"e.g. model=smollm2 or model=hf model.path=... (docs/data.md)")
+
+
 def _synthetic_split(spec: Mapping[str, Any], seed: int, max_value: int, exclude: set[str] | None = None):
     return synthetic.make_split(int(spec["n"]), int(spec["min_steps"]), int(spec["max_steps"]), seed=seed,
                                 exclude=exclude, skill_frac=float(spec.get("skill_frac", 0.0) or 0.0),
