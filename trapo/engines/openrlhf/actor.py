@@ -191,9 +191,11 @@ def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     """
     trainer.__class__ = TrapoActorPPOTrainer
     trainer.trapo = ActorSettings.from_config(cfg)
-    from trapo.engines.openrlhf.relift import ActorRelift
+    from trapo.engines.openrlhf.relift import ActorRelift, zero3_state_keys
 
     trainer.relift = ActorRelift.from_config(cfg)
+    if trainer.relift is not None:  # an optimizer state its SFT step cannot set aside is refused now, not steps later
+        zero3_state_keys(trainer.actor.model)
     trainer.actor.temperature = float(cfg.rollout.temperature)
     return trainer
 
