@@ -148,6 +148,9 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     assert manifest["git"]["commit"] and manifest["machine"]["cores"]
     text = (out / "README.md").read_text()
     assert manifest["command"] in text and "table_main" in text and "fig_reward.png" in text
+    # a smoke reproduce says first that it is a pipeline check, not a comparison (its verdicts would alarm)
+    assert manifest["comparison"][0].startswith("preset=smoke is a check that every path runs")
+    assert "not a comparison" in res.stdout + res.stderr
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs["status"]) <= {"trained", "evaluated"}
     # every run is a FINISHED MLflow run tagged with its config hash

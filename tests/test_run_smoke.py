@@ -32,6 +32,7 @@ def test_multirun_trapo_and_the_baselines(tmp_path):
     import time
 
     t0 = time.monotonic()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     res = run_cli(["-m", f"method={','.join(METHODS)}", "preset=smoke", "train.lr=0.0001"], tmp_path)
     print(f"five-method smoke multirun: {time.monotonic() - t0:.0f} s")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -43,7 +44,6 @@ def test_multirun_trapo_and_the_baselines(tmp_path):
     runs = client.search_runs([exp.experiment_id])
     by_method = {r.data.params["method.name"]: r for r in runs}
     assert sorted(by_method) == sorted(METHODS)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     log = res.stdout + res.stderr
     for name, r in by_method.items():
         assert r.info.status == "FINISHED"
@@ -78,6 +78,24 @@ def test_multirun_trapo_and_the_baselines(tmp_path):
         assert max(rewards) > 0, (name, rewards)
     for key in GUIDED_METRICS:
         assert key in by_method["trapo"].data.metrics
+    # a comparison at a glance: the multirun ends with a table (one row per job) and writes it as CSV
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "multirun" / "summary.csv").open()))
+    assert sorted(r["method"] for r in rows) == sorted(METHODS), rows
+    for row in rows:
+        r = by_method[row["method"]]
+        assert row["settings"] == "lr=0.0001" and row["status"] == "finished" and row["mlflow_run"] == r.info.run_id[:8]
+        assert float(row["score"]) == pytest.approx(r.data.metrics["eval/avg_accuracy"]) == r.data.metrics["score"]
+    assert "summary (" in log and all(f" {m} " in log.split("summary (")[1] for m in ("grpo", "relift"))
+    # and the same table from MLflow, for runs made earlier
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "summary.py"), "--experiment", "trapo",
+                          "--filter", "tags.preset = 'smoke'", "--csv", str(tmp_path / "t.csv")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert sorted(r["method"] for r in table) == sorted(METHODS) and all(r["status"] == "finished" for r in table)
     levels = sum(by_method["trapo"].data.metrics[f"train/guidance_level_{i}"] for i in range(4))
     assert levels == pytest.approx(1.0)
     # sft_rl logs RL metrics only in its RL half (steps 3-4)

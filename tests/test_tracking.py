@@ -33,3 +33,13 @@ def test_jobs_opening_a_fresh_sqlite_store_at_once_all_start(tmp_path):
     exps = [e for e in client.search_experiments() if e.name == "race"]
     assert len(exps) == 1
     assert len(client.search_runs([exps[0].experiment_id])) == 3
+
+
+def test_run_names_keep_settings_that_share_a_leaf_apart_and_leave_out_threads():
+    from trapo.tracking import differing_overrides, run_name
+
+    ov = differing_overrides(["rollout.max_new_tokens=48", "eval.max_new_tokens=48", "engine.num_threads=1",
+                              "method.alpha=1.0", "method.alpha=1.0"])
+    name = run_name("trapo", 0, "smoke", ov, when=0)
+    assert name.startswith("trapo rollout.max_new_tokens=48 eval.max_new_tokens=48 alpha=1.0 s0 smoke "), name
+    assert "num_threads" not in name and name.count("alpha") == 1

@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # MLflow 3's UI treats an experiment without this tag as a GenAI one (runs under "Evaluations")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # override keys a run's name and `overrides` tag leave out: they have their own tags, or name no setting
-_NOT_A_SETTING = ("method", "seed", "preset", "progress", "resume", "optuna_trial", "hydra.", "tracking.")
+_NOT_A_SETTING = ("method", "seed", "preset", "progress", "resume", "optuna_trial", "hydra.", "tracking.",
+                  "engine.num_threads")  # how fast, not what is trained
 RETRIES = 3        # attempts per call once the run exists
 BACKOFF_S = 1.0    # wait before the 2nd attempt; doubles after each failure
 
@@ -94,10 +95,23 @@ def differing_overrides(overrides) -> list[str]:
     return out
 
 
+def short_settings(overrides) -> list[str]:
+    """`key=value` with each key cut to its last part, unless two keys share it (`rollout.max_new_tokens=48
+    eval.max_new_tokens=48` stay whole); repeated settings once."""
+    pairs = [tuple(o.split("=", 1)) if "=" in o else (o, None) for o in overrides]
+    leaves = [k.rsplit(".", 1)[-1] for k, _ in pairs]
+    out = []
+    for (key, value), leaf in zip(pairs, leaves):
+        name = leaf if leaves.count(leaf) == 1 else key
+        item = name if value is None else f"{name}={value}"
+        if item not in out:
+            out.append(item)
+    return out
+
+
 def run_name(method: str, seed, preset: str | None, overrides=(), when: float | None = None) -> str:
     """`trapo alpha=1.0 s0 smoke 12-01 21:32`: what differs first, then seed, preset and start time."""
-    short = [f"{o.split('=', 1)[0].rsplit('.', 1)[-1]}={o.split('=', 1)[1]}" if "=" in o else o for o in overrides]
-    parts = [str(method), *short, f"s{seed}"] + ([str(preset)] if preset else [])
+    parts = [str(method), *short_settings(overrides), f"s{seed}"] + ([str(preset)] if preset else [])
     return " ".join(parts + [time.strftime("%m-%d %H:%M", time.localtime(when))])
 
 

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -279,7 +278,9 @@ def _device(cfg) -> str:
 def _threads(cfg) -> None:
     import torch
 
-    torch.set_num_threads(int(cfg.engine.get("num_threads") or os.cpu_count() or 1))
+    from trapo.trainer import torch_threads
+
+    torch.set_num_threads(torch_threads(cfg))
 
 
 def local_backend(cfg, checkpoint: Path | None = None):

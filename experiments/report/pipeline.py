@@ -177,7 +177,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "n_reused": sum(1 for r in results.values() if r.status.startswith("reused")),
         "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
-        "comparison": readme.compare_main(main) + readme.compare_ablation(abl),
+        "comparison": readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main) + readme.compare_ablation(abl),
         "notes": _notes(rcfg, real),
     }
     if manifest["n_missing"]:

@@ -91,6 +91,15 @@ def _order(values: pd.Series) -> str:
     return out
 
 
+SMOKE_CAVEAT = ("preset=smoke is a check that every path runs (a few steps of a small model), not a comparison: "
+                "the orderings below say nothing about the methods. `preset=mini` is the comparison.")
+
+
+def smoke_caveat(preset: str) -> list[str]:
+    """The line that comes first in a smoke reproduce's comparison (its verdicts would otherwise alarm)."""
+    return [SMOKE_CAVEAT] if preset == "smoke" else []
+
+
 def compare_main(df: pd.DataFrame) -> list[str]:
     """Where our Table 1 ordering agrees with the paper's (by the average over benchmarks)."""
     d = df.set_index("method")
