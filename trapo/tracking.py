@@ -98,7 +98,7 @@ def differing_overrides(overrides) -> list[str]:
 def short_settings(overrides) -> list[str]:
     """`key=value` with each key cut to its last part, unless two keys share it (`rollout.max_new_tokens=48
     eval.max_new_tokens=48` stay whole); repeated settings once."""
-    pairs = [tuple(o.split("=", 1)) if "=" in o else (o, None) for o in overrides]
+    pairs = [tuple(o.split("=", 1)) if "=" in o else (o, None) for o in dict.fromkeys(overrides)]
     leaves = [k.rsplit(".", 1)[-1] for k, _ in pairs]
     out = []
     for (key, value), leaf in zip(pairs, leaves):
