@@ -44,7 +44,10 @@ def from_folder(folder: str | Path) -> pd.DataFrame:
     for overrides_file in sorted(Path(folder).glob("**/.hydra/overrides.yaml")):
         job = overrides_file.parent.parent
         overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
-        values = dict(o.split("=", 1) for o in overrides if "=" in o)
+        cfg_file = overrides_file.parent / "config.yaml"
+        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
+        values = {"method": (cfg.get("method") or {}).get("name"), "seed": cfg.get("seed"),
+                  **dict(o.split("=", 1) for o in overrides if "=" in o)}
         final_file, run_file = job / "final_metrics.json", job / "mlflow_run.json"
         final = json.loads(final_file.read_text()) if final_file.exists() else {}
         run = json.loads(run_file.read_text()) if run_file.exists() else {}
@@ -81,7 +84,9 @@ def render(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no runs)"
     shown = df.drop(columns=[c for c in ("dir",) if c in df.columns])
-    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
+    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-", justify="left",
+                           formatters={c: f"{{:<{shown[c].astype(str).str.len().max()}}}".format
+                                       for c in ("method", "settings") if c in shown.columns})
 
 
 def main(argv=None) -> int:

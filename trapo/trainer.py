@@ -473,7 +473,9 @@ class Trainer:
                 bar.update(1)
                 postfix = {"loss": f"{metrics['train/loss']:.3f}"}
                 if "train/reward_mean" in metrics:
+                    # unguided samples only (the paper's curve); a guided method's hard prompts are in reward_all
                     postfix["reward"] = f"{metrics['train/reward_mean']:.2f}"
+                    postfix["reward_all"] = f"{metrics['train/reward_all_mean']:.2f}"
                 bar.set_postfix(postfix)
                 self.step = done
                 self._last_step_s = metrics["time/step_s"]
