@@ -93,7 +93,7 @@ class OursSystem:
 
         t0 = time.perf_counter()
         res = rl_step(eng, self._batch(), self.schedule, self.method, generate=generate, decode=eng.decode,
-                      reward_fn=timed_reward, max_new_tokens=w.max_new_tokens)
+                      reward_fn=timed_reward, max_new_tokens=w.max_new_tokens, temperature=w.temperature)
         total = time.perf_counter() - t0
         self.steps_done += 1
         samples = res.rollouts.samples

@@ -290,3 +290,87 @@ def test_update_is_bitwise_repeatable_with_threads(monkeypatch):
         engine = LocalEngine(copy.deepcopy(model), Tok(), lr=1e-3, micro_batch_size=8)
         engine.train_step(samples, normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.0)
     assert all(torch.equal(g, grads[0]) for g in grads[1:])
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def step_grads(engine, samples, **kw):
+    """The gradient a train_step applies (read at the clip) and its stats."""
+    seen = {}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, *a, **k):
+        params = list(params)
+        seen["grads"] = [p.grad.clone() for p in params]
+        return clip(params, *a, **k)
+
+    torch.nn.utils.clip_grad_norm_ = recording_clip
+    try:
+        st = engine.train_step(samples, **kw)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = clip
+    return st, seen["grads"]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+@pytest.mark.parametrize("chunk,budget,checkpointing", [(1, None, False), (5, 12, False), (64, 40, True),
+                                                        (4096, None, True), (7, 1, True)])
+def test_chunked_budgeted_checkpointed_update_equals_whole_sequences(family, chunk, budget, checkpointing):
+    """Logits chunk by chunk through the LM head (recomputed in backward), micro-batches bounded by a token budget
+    and activation recomputation give today's gradient: every sequence whole, full-vocabulary log-softmax, with
+    the entropy bonus, TrSFT on prefix tokens and LUFFY's off-policy scale."""
+    model, samples = tiny_model(family), make_samples()
+    kw = dict(prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)
+    ref_stats, ref_grads = whole_sequence_reference(model, samples, 100.0, **kw)
+    engine = LocalEngine(copy.deepcopy(model), Tok(), lr=1e-3, micro_batch_size=6, micro_batch_tokens=budget,
+                         logits_chunk_tokens=chunk, gradient_checkpointing=checkpointing)
+    st, grads = step_grads(engine, samples, normalizer=100.0, **kw)
+    assert st["loss"] == pytest.approx(ref_stats["loss"], abs=1e-6)
+    assert st["ent_sum"] / st["ent_tok"] == pytest.approx(ref_stats["entropy"], rel=1e-5)
+    assert st["exp_p_sum"] / st["exp_tok"] == pytest.approx(ref_stats["expert_p"], rel=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_token_budget_bounds_micro_batches_and_prompt_chunks():
+    samples = make_samples(prompt_lengths=(5, 9, 3, 12, 4))
+    own = [len(s.prefix_ids) + len(s.completion_ids) for s in samples]
+    for budget in (1, 10, 25, 60):
+        batches = micro_batches(samples, range(len(samples)), 4, budget)
+        assert sorted(i for b in batches for i in b) == list(range(len(samples)))
+        for b in batches:  # padded to the longest row; a row longer than the budget goes alone
+            assert len(b) <= 4 and (len(b) * max(own[i] for i in b) <= budget or len(b) == 1)
+        chunks = prompt_chunks(samples, 3, budget)
+        assert sorted(i for _, idx in chunks for i in idx) == list(range(len(samples)))
+        assert all(len(p) <= 3 and (len(p) * max(map(len, p)) <= budget or len(p) == 1) for p, _ in chunks)
+    assert len(micro_batches(samples, range(len(samples)), 4, 10**6)) == -(-len(samples) // 4)  # the cap alone
+
+
+def test_update_never_holds_full_vocabulary_logits_of_a_micro_batch():
+    """No tensor with the vocabulary as its last dimension has more than `logits_chunk_tokens` rows, forward or
+    backward: the update's memory grows with the chunk, not with the micro-batch's tokens."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    vocab, chunk = 500, 8
+
+    class LargestVocabTensor(TorchDispatchMode):
+        rows = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if (isinstance(t, torch.Tensor) and t.dim() >= 2 and t.shape[-1] == vocab
+                        and t.untyped_storage().data_ptr() != weight_ptr):  # the LM head's weight.T is no logits
+                    LargestVocabTensor.rows = max(LargestVocabTensor.rows, t.numel() // vocab)
+            return out
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=EOS,
+                                         pad_token_id=PAD))
+    weight_ptr = model.lm_head.weight.untyped_storage().data_ptr()
+    samples = make_samples()
+    n_tokens = sum(len(s.prefix_ids) + len(s.completion_ids) for s in samples)
+    engine = LocalEngine(model, Tok(), lr=1e-3, micro_batch_size=64, logits_chunk_tokens=chunk)
+    with LargestVocabTensor():
+        engine.train_step(samples, normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)
+    assert n_tokens > 4 * chunk and LargestVocabTensor.rows <= chunk

@@ -56,6 +56,9 @@ def validate_config(cfg) -> None:
     for key in ("steps", "prompts_per_step", "group_size", "micro_batch_size"):
         if int(t[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {t[key]}")
+    for key in ("micro_batch_tokens", "logits_chunk_tokens"):  # null: no token budget
+        if t.get(key) is not None and int(t[key]) < 1:
+            _fail(f"train.{key}", f"must be >= 1 (or null), got {t[key]}")
     for key in ("lr", "sft_lr"):
         if key in t and float(t[key]) <= 0:
             _fail(f"train.{key}", f"must be > 0, got {t[key]}")

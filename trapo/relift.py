@@ -287,7 +287,6 @@ class LocalRelift:
     def sft_step(self, prompts: Sequence) -> dict[str, float]:
         """One AdamW step of this optimizer on the reference solutions of `prompts` (each + EOS, cut to the
         response cap), the token-mean over the whole batch; the prompt of each row runs once (PromptStates)."""
-        from trapo.engines.local import PromptStates, collate_own, micro_batches, own_logprobs, prompt_chunks
         from trapo.rollout import Sample
 
         eng, s = self.engine, self.settings
@@ -298,12 +297,9 @@ class LocalRelift:
         self.optimizer.zero_grad(set_to_none=True)
         eng.optimizer.zero_grad(set_to_none=True)
         nll = ent = 0.0
-        for chunk_prompts, chunk in prompt_chunks(samples, eng.micro_batch_size):
-            states = PromptStates(eng.model, chunk_prompts, eng.pad_id, eng.device)
-            for idx in micro_batches(samples, chunk, eng.micro_batch_size):
-                mb = collate_own([samples[i] for i in idx], [states.row[tuple(samples[i].prompt_ids)] for i in idx],
-                                 eng.pad_id).to(eng.device)
-                logp, entropy = own_logprobs(eng.model, states, mb, with_entropy=True)
+        for states, batches in eng.update_batches(samples):  # the engine's micro-batches and token budget
+            for idx in batches:
+                mb, logp, entropy = eng.logprobs(states, samples, idx)
                 out = sft_loss(logp, entropy, mb.prefix_mask, entropy_coef=s.entropy_coef, normalizer=n_tokens)
                 out.loss.backward()
                 eng._grads_to_masters()

@@ -10,8 +10,8 @@ the local trainer (trapo.trainer) and engine (trapo.engines.local), OpenRLHF's r
 (trapo.engines.openrlhf), and, outside trapo/, experiments/benchmark.py and scripts/gpu_check.py call it too.
 
 An engine here is anything with `train_step(samples, *, normalizer, prefix_loss, alpha, gamma, entropy_coef,
-alpha_for_stats=None) -> stats` (`LocalEngine`); stats has loss, pg_loss, prefix_loss, grad_norm, lr, finite and
-the `TOKEN_SUMS` of `token_sums`.
+alpha_for_stats=None, temperature=1.0) -> stats` (`LocalEngine`); stats has loss, pg_loss, prefix_loss,
+grad_norm, lr, finite and the `TOKEN_SUMS` of `token_sums`.
 """
 
 from __future__ import annotations
@@ -118,10 +118,13 @@ def token_sums(logprobs: torch.Tensor, entropy: torch.Tensor, rl_mask: torch.Ten
             "exp_p_sum": float(p.sum()), "exp_tok": float(expert.sum()), "exp_low": float((p < alpha).sum())}
 
 
-def update(engine, samples: Sequence[Sample], method, max_new_tokens: int) -> dict[str, float]:
-    """One optimizer step of the method's RL objective over `samples` (advantages set)."""
+def update(engine, samples: Sequence[Sample], method, max_new_tokens: int,
+           temperature: float = 1.0) -> dict[str, float]:
+    """One optimizer step of the method's RL objective over `samples` (advantages set). `temperature` is the one
+    the rollouts sampled at: the update scores log softmax(logits / T), so its gradient is the policy gradient
+    of the policy that sampled (as TRL, verl and OpenRLHF do)."""
     return engine.train_step(samples, normalizer=dr_grpo_normalizer(len(samples), max_new_tokens),
-                             **LossSettings.of(method).kwargs())
+                             temperature=float(temperature), **LossSettings.of(method).kwargs())
 
 
 @dataclass
@@ -133,13 +136,14 @@ class RLStep:
 
 
 def rl_step(engine, prompts: Sequence[Prompt], schedule: GuidanceSchedule, method, *, generate: GenerateFn,
-            decode: DecodeFn, reward_fn: RewardFn, max_new_tokens: int) -> RLStep:
-    """One RL step: rollouts with advantages (`collect_rollouts`), then one update (`update`)."""
+            decode: DecodeFn, reward_fn: RewardFn, max_new_tokens: int, temperature: float = 1.0) -> RLStep:
+    """One RL step: rollouts with advantages (`collect_rollouts`), then one update (`update`) at the sampling
+    `temperature` (the one `generate` samples at)."""
     t0 = time.perf_counter()
     ro = collect_rollouts(prompts, schedule, method, generate=generate, decode=decode, reward_fn=reward_fn,
                           max_new_tokens=max_new_tokens)
     t1 = time.perf_counter()
-    stats = update(engine, ro.samples, method, max_new_tokens)
+    stats = update(engine, ro.samples, method, max_new_tokens, temperature=temperature)
     return RLStep(ro, stats, rollout_s=t1 - t0, update_s=time.perf_counter() - t1)
 
 

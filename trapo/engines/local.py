@@ -8,6 +8,12 @@ The update runs each distinct prompt once per step (`PromptStates`): the G sampl
 forward and backward pass over their prompt and run only their own tokens (prefix + completion) on top of
 its KV cache, in micro-batches bucketed by length. The gradient is that of running every sequence whole
 (tests/test_local_engine.py); only with dropout on would a prompt's samples share one dropout mask.
+
+Its memory is bounded whatever the lengths and the vocabulary: micro-batches (and chunks of prompts) hold at most
+`micro_batch_tokens` padded tokens as well as `micro_batch_size` sequences; log-probs and entropy come from the
+hidden states through the LM head `logits_chunk_tokens` tokens at a time (`HeadLogprobs`), so full-vocabulary
+logits never exist for a whole micro-batch; `gradient_checkpointing` recomputes each decoder layer in backward.
+Log-probs are those of softmax(logits / T) at the rollouts' sampling temperature T (1 for SFT).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from trapo.engines.sampling import sample as sample_tokens
 from trapo.losses import policy_loss
@@ -27,12 +34,35 @@ from trapo.rl_step import TOKEN_SUMS, prefix_scale, token_sums
 from trapo.rollout import Sample
 
 
+class _RecordLayer(DynamicLayer):
+    """One layer's cache for the prompts' forward: keeps the layer's K/V as computed (no concatenation), so
+    recomputing the layer (gradient checkpointing) stores the same tensors again instead of appending."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+        self.keys, self.values = key_states, value_states
+        return key_states, value_states
+
+
+class _PrefixLayer(DynamicLayer):
+    """One layer's prompt K/V under the samples' own tokens: attention reads [prompt, own tokens] and the cache
+    itself never changes, so a recomputed layer (gradient checkpointing) sees the same states."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
 class PromptStates:
     """Distinct prompts run once, with gradients, for a whole step (or a chunk of its prompts).
 
     A prompt's hidden states do not depend on what follows it (causal attention) and its tokens carry no loss,
-    so its forward pass is shared by all its samples. Its KV cache (and the logits at its last token, which
-    predict each sample's first own token) become leaf tensors: each micro-batch of samples reads them by
+    so its forward pass is shared by all its samples. Its KV cache (and the hidden state at its last token,
+    which predicts each sample's first own token) become leaf tensors: each micro-batch of samples reads them by
     index and its backward pass accumulates their gradients; `backward()` then carries those gradients
     through the prompts' forward pass once. The gradient is exactly that of running every sequence whole.
     """
@@ -49,24 +79,24 @@ class PromptStates:
         self.mask = mask.to(device)
         pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self.next_pos = pos[:, -1] + 1  # position of each prompt's first following token
-        out = model(input_ids=ids.to(device), attention_mask=self.mask, position_ids=pos, use_cache=True,
-                    logits_to_keep=1)
-        self._outputs = [out.logits[:, -1]] + [t for k, v, *_ in out.past_key_values for t in (k, v)]
+        n_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        cache = Cache(layers=[_RecordLayer() for _ in range(n_layers)])
+        out = model.get_decoder()(input_ids=ids.to(device), attention_mask=self.mask, position_ids=pos,
+                                  past_key_values=cache, use_cache=True)
+        self._outputs = [out.last_hidden_state[:, -1]] + [t for layer in cache.layers
+                                                           for t in (layer.keys, layer.values)]
         self._leaves = [t.detach().requires_grad_() for t in self._outputs]
 
     @property
-    def last_logits(self) -> torch.Tensor:
+    def last_hidden(self) -> torch.Tensor:
         return self._leaves[0]
 
-    def cache(self, rows: torch.Tensor):
-        """A KV cache holding prompt `rows` (one per sample), differentiable back to the leaves."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
+    def cache(self, rows: torch.Tensor) -> Cache:
+        """The KV cache of prompt `rows` (one per sample), differentiable back to the leaves."""
         kv = self._leaves[1:]
-        for layer in range(len(kv) // 2):  # index_select: its backward sums repeated rows in a fixed order
-            cache.update(kv[2 * layer].index_select(0, rows), kv[2 * layer + 1].index_select(0, rows), layer)
-        return cache
+        # index_select: its backward sums repeated rows in a fixed order
+        return Cache(layers=[_PrefixLayer(kv[2 * i].index_select(0, rows), kv[2 * i + 1].index_select(0, rows))
+                             for i in range(len(kv) // 2)])
 
     def backward(self) -> None:
         """Pass the gradients gathered on the leaves through the prompts' forward pass."""
@@ -116,28 +146,101 @@ def collate_own(samples: Sequence[Sample], rows: Sequence[int], pad_id: int) -> 
     )
 
 
-def _logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool):
-    """Log-prob of each target under `logits` [B, T, V] (and the entropy of each distribution)."""
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
+def _logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
+                          temperature: float = 1.0):
+    """Log-prob of each target under softmax(logits / temperature) [..., V] (and the entropy of each
+    distribution): the policy the rollouts sampled from (trapo.engines.sampling divides by T too)."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     ent = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
     return logp, ent
 
 
-def own_logprobs(model, prompts: PromptStates, mb: OwnTokens, with_entropy: bool = True):
-    """Log-prob (and entropy) of each of the samples' own tokens, aligned with `mb.ids`, on top of their
-    prompts' cache. Full-vocabulary logits exist for this micro-batch only."""
-    first = prompts.last_logits.index_select(0, mb.rows).unsqueeze(1)  # predicts each sample's first own token
+class HeadLogprobs(torch.autograd.Function):
+    """Log-probs of `targets` [N] and entropies at temperature T from hidden states [N, H] through the LM head
+    `weight` [V, H], `chunk` tokens at a time. A chunk's [chunk, V] logits are recomputed in backward and never
+    kept, so the update's peak memory is O(chunk x V), not O(tokens x V) (the full-vocabulary fp32 logits, their
+    log-softmax, its exp and the gradients of each are what ran out of memory on a 49k vocabulary). Backward
+    by hand, with z = logits / T and p = softmax(z):  d log p_t / dz = onehot(t) - p,
+    d entropy / dz = -p (log p + entropy)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature: float, chunk: int):
+        n = hidden.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        ent = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk):
+            lp, e = _logprobs_and_entropy(hidden[s : s + chunk] @ weight.T, targets[s : s + chunk], True,
+                                          temperature)
+            logp[s : s + chunk], ent[s : s + chunk] = lp, e
+        ctx.save_for_backward(hidden, weight, targets, ent)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        hidden, weight, targets, ent = ctx.saved_tensors
+        t, chunk = ctx.temperature, ctx.chunk
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # summed over chunks in fp32
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s : s + chunk]
+            logp_all = torch.log_softmax((h @ weight.T).float() / t, dim=-1)
+            p = logp_all.exp()
+            gl, ge = g_logp[s : s + chunk, None], g_ent[s : s + chunk, None]
+            # gz = p * (-gl - ge * (log p + entropy)) + gl * onehot, in place: two [chunk, V] tensors live
+            gz = logp_all.add_(ent[s : s + chunk, None]).mul_(-ge).sub_(gl).mul_(p)
+            gz.scatter_add_(-1, targets[s : s + chunk, None], gl)
+            gz = gz.div_(t).to(h.dtype)
+            grad_h[s : s + chunk] = gz @ weight
+            grad_w.addmm_(gz.T.float(), h.float())
+        return grad_h, grad_w.to(weight.dtype), None, None, None
+
+
+def lm_head(model) -> torch.Tensor:
+    """The LM head's weight [V, H]: the update computes logits as hidden @ weight.T, chunk by chunk."""
+    head = model.get_output_embeddings()
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    scaled = [k for k in ("final_logit_softcapping", "logit_scale", "logits_scaling") if getattr(cfg, k, None)]
+    if getattr(head, "bias", None) is not None or scaled:
+        raise ValueError(f"the local engine's update needs logits = lm_head(hidden) without bias or scaling; "
+                         f"{type(model).__name__} has {scaled or 'a bias'}")
+    return head.weight
+
+
+def own_logprobs(model, prompts: PromptStates, mb: OwnTokens, with_entropy: bool = True, *,
+                 temperature: float = 1.0, chunk_tokens: int = 1024):
+    """Log-prob (and entropy) at `temperature` of each of the samples' own tokens, aligned with `mb.ids` (0 on
+    padding), on top of their prompts' cache. Only the non-padding tokens go through the LM head, `chunk_tokens`
+    at a time (HeadLogprobs): full-vocabulary logits never exist for the whole micro-batch."""
+    hidden = prompts.last_hidden.index_select(0, mb.rows).unsqueeze(1)  # predicts each sample's first own token
     t = mb.ids.shape[1]
-    if t == 1:
-        logits = first
-    else:
+    if t > 1:
         attn = torch.cat([prompts.mask[mb.rows], mb.mask[:, :-1]], dim=1)
         pos = prompts.next_pos[mb.rows].unsqueeze(1) + torch.arange(t - 1, device=attn.device)
-        rest = model(input_ids=mb.ids[:, :-1], attention_mask=attn, position_ids=pos,
-                     past_key_values=prompts.cache(mb.rows), use_cache=True).logits
-        logits = torch.cat([first, rest], dim=1)
-    return _logprobs_and_entropy(logits, mb.ids, with_entropy)
+        rest = model.get_decoder()(input_ids=mb.ids[:, :-1], attention_mask=attn, position_ids=pos,
+                                   past_key_values=prompts.cache(mb.rows), use_cache=True).last_hidden_state
+        hidden = torch.cat([hidden, rest], dim=1)
+    keep = mb.mask.flatten().nonzero().squeeze(-1)
+    logp, ent = HeadLogprobs.apply(hidden.flatten(0, 1).index_select(0, keep), lm_head(model),
+                                   mb.ids.flatten().index_select(0, keep), float(temperature),
+                                   max(1, int(chunk_tokens)))
+    zeros = torch.zeros(mb.ids.numel(), dtype=torch.float32, device=mb.ids.device)
+    logp = zeros.index_copy(0, keep, logp).view_as(mb.ids)
+    ent = zeros.index_copy(0, keep, ent).view_as(mb.ids) if with_entropy else None
+    return logp, ent
+
+
+def enable_checkpointing(model) -> None:
+    """Activation recomputation per decoder layer (transformers' gradient checkpointing, non-reentrant). Its
+    layers drop their KV cache under checkpointing, since a cache that grows would grow again on the replay;
+    the update's caches (_RecordLayer, _PrefixLayer) give the same states on every call, so they stay."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for m in model.modules():
+        if isinstance(m, GradientCheckpointingLayer):
+            m._can_checkpoint_with_cache = True
 
 
 def warmup_constant(warmup_steps: int):
@@ -146,23 +249,47 @@ def warmup_constant(warmup_steps: int):
     return lambda s: min(1.0, (s + 1) / w) if w > 0 else 1.0
 
 
-def prompt_chunks(samples: Sequence[Sample], max_prompts: int) -> list[tuple[list[tuple[int, ...]], list[int]]]:
-    """(distinct prompts, indices of their samples) in chunks of at most `max_prompts` prompts: the prompts of a
-    chunk run together and their activations live until the chunk's samples are done (bounded memory)."""
+def _fill(lengths: Sequence[int], max_rows: int, max_tokens: int | None) -> list[int]:
+    """Sizes of consecutive groups of `lengths`: each at most `max_rows` rows and, padded to its longest row,
+    at most `max_tokens` tokens (a longer row goes alone)."""
+    sizes: list[int] = []
+    rows = width = 0
+    for n in lengths:
+        n = max(1, n)
+        if rows and (rows == max_rows or (max_tokens is not None and (rows + 1) * max(width, n) > max_tokens)):
+            sizes.append(rows)
+            rows = width = 0
+        rows, width = rows + 1, max(width, n)
+    return sizes + [rows] if rows else sizes
+
+
+def prompt_chunks(samples: Sequence[Sample], max_prompts: int,
+                  max_tokens: int | None = None) -> list[tuple[list[tuple[int, ...]], list[int]]]:
+    """(distinct prompts, indices of their samples) in chunks of at most `max_prompts` prompts and, left-padded,
+    `max_tokens` prompt tokens: the prompts of a chunk run together and their activations live until the
+    chunk's samples are done (bounded memory)."""
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         groups[tuple(s.prompt_ids)].append(i)
-    keys = list(groups)
-    step = max(1, max_prompts)
-    return [(keys[k : k + step], [i for p in keys[k : k + step] for i in groups[p]])
-            for k in range(0, len(keys), step)]
+    keys, out, k = list(groups), [], 0
+    for n in _fill([len(p) for p in keys], max(1, max_prompts), max_tokens):
+        out.append((keys[k : k + n], [i for p in keys[k : k + n] for i in groups[p]]))
+        k += n
+    return out
 
 
-def micro_batches(samples: Sequence[Sample], indices: Sequence[int], size: int) -> list[list[int]]:
-    """`indices` in micro-batches of `size`, longest own tokens (prefix + completion) first: bucketing by length
-    keeps padding low (prompts are not in the micro-batches, see PromptStates)."""
+def micro_batches(samples: Sequence[Sample], indices: Sequence[int], size: int,
+                  max_tokens: int | None = None) -> list[list[int]]:
+    """`indices` in micro-batches of at most `size` samples and `max_tokens` own tokens (prefix + completion)
+    after padding, longest first: bucketing by length keeps padding low (prompts are not in the micro-batches,
+    see PromptStates), and the token budget bounds a micro-batch's activations whatever the lengths."""
     order = sorted(indices, key=lambda i: -(len(samples[i].prefix_ids) + len(samples[i].completion_ids)))
-    return [order[k : k + size] for k in range(0, len(order), size)]
+    lengths = [len(samples[i].prefix_ids) + len(samples[i].completion_ids) for i in order]
+    out, k = [], 0
+    for n in _fill(lengths, max(1, size), max_tokens):
+        out.append(order[k : k + n])
+        k += n
+    return out
 
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -245,12 +372,21 @@ def make_optimizer(model, *, lr: float, weight_decay: float, betas, masters=None
 class LocalEngine:
     def __init__(self, model, tokenizer, *, lr: float, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  micro_batch_size: int = 32, device: str | torch.device = "cpu", betas=(0.9, 0.999),
-                 warmup_steps: int = 0):
+                 warmup_steps: int = 0, micro_batch_tokens: int | None = 4096, logits_chunk_tokens: int = 1024,
+                 gradient_checkpointing: bool = False):
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.grad_clip = grad_clip
+        # the update's memory: at most micro_batch_size sequences and micro_batch_tokens padded tokens per
+        # forward/backward (None: no token budget), full-vocabulary logits for logits_chunk_tokens at a time
+        # (defaults: conf/config.yaml's train.*)
         self.micro_batch_size = micro_batch_size
+        self.micro_batch_tokens = None if micro_batch_tokens is None else int(micro_batch_tokens)
+        self.logits_chunk_tokens = int(logits_chunk_tokens)
+        lm_head(self.model)  # refuse a model whose logits are not hidden @ weight.T before any step
+        if gradient_checkpointing:
+            enable_checkpointing(self.model)
         self.warmup_steps = int(warmup_steps)
         self.optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay, betas=betas)
         # the LR schedule counts applied updates (a skipped non-finite step does not advance it); its state
@@ -324,21 +460,38 @@ class LocalEngine:
         for k, v in token_sums(logp, ent, mb.rl_mask, mb.prefix_mask, mb.unguided, alpha_for_stats).items():
             stats[k] += v
 
+    def update_batches(self, samples: Sequence[Sample]):
+        """(PromptStates, index list) of each micro-batch of a step, prompts run chunk by chunk; a chunk's
+        `states.backward()` is the caller's once its micro-batches are done."""
+        for prompts, chunk in prompt_chunks(samples, self.micro_batch_size, self.micro_batch_tokens):
+            with self._timed("logprobs"):
+                states = PromptStates(self.model, prompts, self.pad_id, self.device)
+            yield states, micro_batches(samples, chunk, self.micro_batch_size, self.micro_batch_tokens)
+
+    def logprobs(self, states: PromptStates, samples: Sequence[Sample], idx: Sequence[int], temperature: float = 1.0):
+        """(micro-batch, log-probs, entropies) of samples `idx`: own tokens on top of their prompts' states."""
+        mb = collate_own([samples[i] for i in idx], [states.row[tuple(samples[i].prompt_ids)] for i in idx],
+                         self.pad_id).to(self.device)
+        logp, ent = own_logprobs(self.model, states, mb, with_entropy=True, temperature=temperature,
+                                 chunk_tokens=self.logits_chunk_tokens)
+        return mb, logp, ent
+
     def train_step(self, samples: Sequence[Sample], *, normalizer: float, prefix_loss: str, alpha: float,
-                   gamma: float, entropy_coef: float, alpha_for_stats: float | None = None) -> dict[str, float]:
-        """One optimizer step over all samples (micro-batched; token sums over a shared normaliser)."""
+                   gamma: float, entropy_coef: float, alpha_for_stats: float | None = None,
+                   temperature: float = 1.0) -> dict[str, float]:
+        """One optimizer step over all samples (micro-batched; token sums over a shared normaliser). Log-probs and
+        entropy are those of softmax(logits / temperature): the rollouts' sampling temperature for RL (the
+        gradient is then that of the policy that sampled), 1 for SFT."""
+        if not temperature > 0:
+            raise ValueError(f"training temperature must be > 0 (the sampling policy's), got {temperature}")
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         stats = dict.fromkeys(("loss", "pg_loss", "prefix_loss", *TOKEN_SUMS), 0.0)
         a_stats = alpha if alpha_for_stats is None else alpha_for_stats
-        for prompts, chunk in prompt_chunks(samples, self.micro_batch_size):
-            with self._timed("logprobs"):
-                states = PromptStates(self.model, prompts, self.pad_id, self.device)
-            for idx in micro_batches(samples, chunk, self.micro_batch_size):
+        for states, batches in self.update_batches(samples):
+            for idx in batches:
                 with self._timed("logprobs"):
-                    mb = collate_own([samples[i] for i in idx], [states.row[tuple(samples[i].prompt_ids)]
-                                                                 for i in idx], self.pad_id).to(self.device)
-                    logp, ent = own_logprobs(self.model, states, mb, with_entropy=True)
+                    mb, logp, ent = self.logprobs(states, samples, idx, temperature)
                     out = policy_loss(
                         logp, mb.advantages, mb.rl_mask, mb.prefix_mask * mb.prefix_scale[:, None],
                         prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy=ent,
