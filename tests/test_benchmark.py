@@ -39,3 +39,16 @@ def test_quick_benchmark_prints_the_summary(tmp_path):
     text = report.read_text()
     assert "python experiments/benchmark.py --quick" in text and ", trl " in text
     assert "peak RSS" in text and "| ours_trapo |" in text and "| trl_grpo |" in text
+
+
+@pytest.mark.slow
+def test_quick_memory_benchmark_prints_a_row_per_budget():
+    """experiments/benchmark_memory.py --quick: one fresh process per token budget, each with its peak RSS."""
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark_memory.py"), "--quick",
+                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["budget"] for r in rows] == [16, None]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["peak_rss_mb"] >= r["loaded_mb"] > 0 and r["update_s"] > 0
