@@ -57,3 +57,19 @@ def test_trust_region_sweep_survives_a_failing_trial_and_resumes(tmp_path):
     assert "valid/accuracy" in children[1].data.metrics
     best = max(t.value for t in trials if t.state == S.COMPLETE)
     assert parents[0].data.metrics["best_value"] == pytest.approx(best)
+
+
+@pytest.mark.slow
+def test_the_documented_smoke_sweep_scores_trials_apart_and_prunes(tmp_path):
+    """docs/sweeps.md's smoke command: its objective moves (trials score differently) and the median pruner stops
+    a trial, as the docs say (conf/sweep_size/smoke_trust_region.yaml)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    p = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "method=trapo", "preset=smoke",
+                        "sweep=trust_region", "hydra.sweeper.n_trials=3", "progress=false"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    trials = optuna.load_study(study_name="trapo-trust_region-smoke", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    S = optuna.trial.TrialState
+    assert len(trials) == 3 and S.PRUNED in [t.state for t in trials], [(t.state, t.intermediate_values) for t in trials]
+    first_step = [t.intermediate_values[1] for t in trials]
+    assert len(set(first_step)) == 3, first_step  # three alphas, three different validation scores
