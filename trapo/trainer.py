@@ -251,6 +251,7 @@ class Trainer:
                                                                   temperature=float(cfg.rollout.temperature),
                                                                   generator=gen),
             decode=self.engine.decode, reward_fn=self.reward_fn, max_new_tokens=int(cfg.rollout.max_new_tokens),
+            temperature=float(cfg.rollout.temperature),
         )
         metrics = {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
         # ReLIFT: hardest prompts into the buffer, then at most one SFT step; not after a step that applied
