@@ -654,3 +654,18 @@ def test_jsonl_the_tiny_model_cannot_spell_is_refused_naming_line_and_characters
     msg = str(err.value)
     assert f"{path}:2:question: characters '%'" in msg and "'%&<>'" in msg and "model=smollm2" in msg
     assert not (tmp_path / "run").exists() and not runs(client, "jsonl-vocab")  # refused before any work
+
+
+def test_the_trainer_updates_at_the_rollout_temperature(tmp_path, client, monkeypatch):
+    """Rollouts sample from softmax(logits / T): the trainer's update must score the same distribution."""
+    import trapo.trainer
+
+    seen, real = [], trapo.trainer.rl_step
+
+    def rl_step(*a, **k):
+        seen.append(k.get("temperature"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(trapo.trainer, "rl_step", rl_step)
+    run_trainer(tmp_path / "run", "method=grpo", "train.steps=1", "rollout.temperature=0.7", experiment="temp")
+    assert seen == [0.7]
