@@ -11,7 +11,8 @@ prefix), a whole-solution sample with no completion -- is trained once
   The OpenRLHF arguments are the launcher's own flags parsed by OpenRLHF's parser.
 
 Compared: the loss and its parts, the gradient of every parameter before clipping, the parameters after
-the optimizer step, and the logged metrics under the local engine's names.
+the optimizer step, and the logged metrics under the local engine's names. At rollout temperature 1 and 0.7:
+both engines score softmax(logits / T), the policy the rollouts sampled from.
 """
 
 from __future__ import annotations
@@ -210,12 +211,13 @@ def _local_metrics(samples, st, n_levels):
     return out
 
 
-@pytest.fixture(scope="module")
-def both_engines():
+@pytest.fixture(scope="module", params=[1.0, 0.7], ids=["T1", "T0.7"])
+def both_engines(request):
     torch.manual_seed(0)
     torch.set_num_threads(1)
     cfg = compose("engine=openrlhf", "preset=smoke", "method=trapo", f"rollout.max_new_tokens={MAX_NEW}",
-                  "train.prompts_per_step=2", f"train.lr={LR}", "engine.zero_stage=0",
+                  f"rollout.temperature={request.param}", "train.prompts_per_step=2", f"train.lr={LR}",
+                  "engine.zero_stage=0",
                   "engine.micro_train_batch_size=4", "engine.micro_rollout_batch_size=4",
                   "engine.num_nodes=1", "engine.actor_gpus_per_node=1", "engine.vllm_num_engines=1",
                   "engine.vllm_tensor_parallel_size=1", "engine.param_dtype=bf16", "engine.launcher=local",
@@ -236,7 +238,8 @@ def both_engines():
     start_params = [p.detach().clone() for p in local_model.parameters()]
     engine = LocalEngine(local_model, tok, lr=LR, grad_clip=float(cfg.train.grad_clip), micro_batch_size=5)
     with recorded_clip_grads() as local_grads:
-        st = update(engine, samples, cfg.method, MAX_NEW)  # the trainer's update, Dr.GRPO's constant normaliser
+        # the trainer's update: Dr.GRPO's constant normaliser, log-probs at the sampling temperature
+        st = update(engine, samples, cfg.method, MAX_NEW, temperature=float(cfg.rollout.temperature))
     n_levels = 4
     local = _local_metrics(samples, st, n_levels)
 

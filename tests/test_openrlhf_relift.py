@@ -103,15 +103,19 @@ def _rollout(cfg, tok, problems):
     return out, texts
 
 
-@pytest.fixture(scope="module", params=[pytest.param(0, id="zero0"), pytest.param(2, id="zero2"),
-                                        pytest.param(3, id="zero3", marks=pytest.mark.zero3)])
+# (ZeRO stage, rollout temperature): the RL update scores at the rollout's temperature on both engines, the SFT step
+# at 1 on both
+@pytest.fixture(scope="module", params=[pytest.param((0, 1.0), id="zero0"), pytest.param((2, 0.7), id="zero2-T0.7"),
+                                        pytest.param((3, 1.0), id="zero3", marks=pytest.mark.zero3)])
 def both(request):
+    stage, temperature = request.param
     torch.manual_seed(0)
     torch.set_num_threads(1)
     cfg = compose("engine=openrlhf", "preset=smoke", "method=relift", f"rollout.max_new_tokens={MAX_NEW}",
+                  f"rollout.temperature={temperature}",
                   "train.prompts_per_step=3", f"train.lr={LR}", "method.relift.sft_data_size=2",
                   "method.relift.lr=2e-4", "method.relift.grad_clip=0.5", f"method.relift.eps={SFT_EPS}",
-                  f"engine.zero_stage={request.param}",
+                  f"engine.zero_stage={stage}",
                   "engine.micro_train_batch_size=1", "engine.micro_rollout_batch_size=4",
                   "engine.num_nodes=1", "engine.actor_gpus_per_node=1", "engine.vllm_num_engines=1",
                   "engine.vllm_tensor_parallel_size=1", "engine.launcher=local", "engine.attn_implementation=eager",
@@ -131,7 +135,7 @@ def both(request):
     start = [p.detach().clone() for p in local_model.parameters()]
     engine = LocalEngine(local_model, tok, lr=LR, grad_clip=float(cfg.train.grad_clip), micro_batch_size=5)
     engine.train_step(samples, normalizer=float(len(samples) * MAX_NEW), prefix_loss="none", alpha=0.1, gamma=0.1,
-                      entropy_coef=float(cfg.method.entropy_coef))
+                      entropy_coef=float(cfg.method.entropy_coef), temperature=temperature)
     local_after_rl = [p.detach().clone() for p in local_model.parameters()]
     relift = LocalRelift(settings, engine)
     prompts = {i: agent_mod.tokenize_prompt(tok, texts[i], problems[i].base_solution, problems[i].answer)

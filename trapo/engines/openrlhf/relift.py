@@ -6,14 +6,15 @@ The RL step is the TRAPO actor's (GRPO for this method). Around it, on every Dee
   (`trapo_zero_signal`, set by the rollout agent from all G rewards) and whose reward is 0 belongs to a hardest
   question; its prompt text (`Experience.prompts`) and reference solution (the JSON label, with the prompt file's
   row) are noted. OpenRLHF keeps both list fields through every concat/split.
-- `after_step` (from `ppo_train`, once the RL update is done; `drop_step` instead when DeepSpeed skipped it): the ranks' notes are gathered (every rank builds the
-  same buffer: rows in prompt-file order = batch order, newest step first); when `sft_data_size` rows have
-  gathered, the newest go through one SFT step: each rank runs its share (round-robin) in micro-batches of
-  `--train.micro_batch_size`, all ranks the same number (empty shares run a zero-weighted row), the last one at
-  DeepSpeed's accumulation boundary; the loss is summed and divided by the step's reference-token count / dp size
-  (DeepSpeed averages over ranks: a token mean over the whole SFT batch). The step runs on DeepSpeed's optimizer
-  with ReLIFT's own AdamW state and hyper-parameters swapped in (`EngineStateSwap`, on every ZeRO stage) and its
-  own clip; DeepSpeed's LR scheduler, micro-step and step counters are left as the RL steps set them.
+- `after_step` (from `ppo_train`, once the RL update is done; `drop_step` instead when DeepSpeed skipped it): the
+  ranks' notes are gathered (every rank builds the same buffer: rows in prompt-file order = batch order, newest step
+  first); when `sft_data_size` rows have gathered, the newest go through one SFT step: each rank runs its share
+  (round-robin) in micro-batches of `--train.micro_batch_size`, all ranks the same number (empty shares run a
+  zero-weighted row), the last one at DeepSpeed's accumulation boundary; the loss is summed and divided by the
+  step's reference-token count / dp size (DeepSpeed averages over ranks: a token mean over the whole SFT batch).
+  The step runs on DeepSpeed's optimizer with ReLIFT's own AdamW state and hyper-parameters swapped in
+  (`EngineStateSwap`, on every ZeRO stage) and its own clip; DeepSpeed's LR scheduler, micro-step and step counters
+  are left as the RL steps set them.
 - `save` / `load`: the buffer (JSON) and this rank's share of the swapped-out AdamW state (safetensors) in the
   OpenRLHF checkpoint's tag directory (`TrapoPolicyModelActor.save_checkpoint`).
 """
