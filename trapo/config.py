@@ -81,12 +81,12 @@ def validate_config(cfg) -> None:
     if not isinstance(cfg.model.get("trust_remote_code", False), bool):
         _fail("model.trust_remote_code", f"must be true or false, got {cfg.model.trust_remote_code!r}")
     d = cfg.data
-    if d.kind == "synthetic" and int(d.train.n) < 1:
+    if d.kind in ("synthetic", "word_problems") and int(d.train.n) < 1:
         _fail("data.train.n", f"the training set would be empty (n={d.train.n})")
     if d.kind == "jsonl" and (OmegaConf.is_missing(d, "path") or not str(d.path or "")):
         _fail("data.path", "set the JSON-lines file, e.g. data=jsonl data.path=/path/to/train.jsonl")
-    if d.kind not in ("synthetic", "jsonl"):
-        _fail("data.kind", f"must be 'synthetic' or 'jsonl', got {d.kind!r}")
+    if d.kind not in ("synthetic", "word_problems", "jsonl"):
+        _fail("data.kind", f"must be 'synthetic', 'word_problems' or 'jsonl', got {d.kind!r}")
     # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds)
     try:
         guidance_schedule(cfg)

@@ -110,6 +110,25 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
                                     "spaced")
         style = str(cfg["reference_style"])  # its default lives in conf/data/synthetic.yaml
         return Dataset(to_items(train, style), to_items(valid, style), splits)
+    if kind == "word_problems":  # natural-language grade-school problems, teacher-style solutions (issue 26)
+        from trapo.data import word_problems as wp
+
+        seed, max_value = int(cfg["seed"]), int(cfg.get("max_value") or wp.MAX_VALUE)
+
+        def split(spec, seed, exclude):
+            return [Item(p.question, p.answer, p.solution) for p in
+                    wp.make_split(int(spec["n"]), int(spec["min_steps"]), int(spec["max_steps"]), seed=seed,
+                                  exclude=exclude, max_value=max_value)]
+
+        train = split(cfg["train"], seed, None)
+        seen = {it.question for it in train}
+        valid = split(cfg["valid"], seed + 1, seen)
+        seen |= {it.question for it in valid}
+        splits = {}
+        for i, (name, steps) in enumerate(cfg["eval_splits"].items()):
+            steps = int(steps["steps"] if hasattr(steps, "get") else steps)
+            splits[name] = split({"n": cfg["eval_n"], "min_steps": steps, "max_steps": steps}, seed + 100 + i, seen)
+        return Dataset(train, valid, splits)
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])
         n_valid = int(cfg.get("valid_n", 0) or 0)
@@ -129,4 +148,4 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
                         "data.eval_benchmarks=[math500] (any of aime24, amc23, math500, minerva_math, olympiadbench)",
                         cfg.get("name", kind))
         return Dataset(items[n_valid:], items[:n_valid], splits)
-    raise ValueError(f"data.kind must be 'synthetic' or 'jsonl', got {kind!r}")
+    raise ValueError(f"data.kind must be 'synthetic', 'word_problems' or 'jsonl', got {kind!r}")
