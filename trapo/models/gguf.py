@@ -48,6 +48,15 @@ def load_gguf(model_cfg):
     dtype = torch.float32 if dtype == "auto" else getattr(torch, str(dtype))
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype=dtype)
+    # the weights are de-quantised to `dtype` on load: a plain model from here on. Some transformers versions
+    # still mark it as gguf-quantized and then refuse save_pretrained ("not serializable"), which would lose a
+    # run's checkpoints and final model; a checkpoint of it is an ordinary safetensors model directory
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok
