@@ -669,3 +669,15 @@ def test_the_trainer_updates_at_the_rollout_temperature(tmp_path, client, monkey
     monkeypatch.setattr(trapo.trainer, "rl_step", rl_step)
     run_trainer(tmp_path / "run", "method=grpo", "train.steps=1", "rollout.temperature=0.7", experiment="temp")
     assert seen == [0.7]
+
+
+def test_the_readme_command_checkpoints_often_enough_to_resume():
+    """README's first command runs the defaults: a Ctrl-C or SIGTERM must find a checkpoint to resume from
+    within a small part of the run, not 'no checkpoint yet: a rerun starts from step 0'."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = _compose(config_name="config")
+    every, steps = int(cfg.checkpoint.every), int(cfg.train.steps)
+    assert 0 < every <= steps // 5, (every, steps)
