@@ -139,18 +139,28 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
     if not 0.0 <= skill_frac <= 1.0:
         raise ValueError(f"skill_frac must lie in [0, 1], got {skill_frac}")
     rng = random.Random(seed)
+
+    def draw():
+        steps = (rng.choices(range(min_steps, max_steps + 1), weights=weights)[0] if weights
+                 else rng.randint(min_steps, max_steps))
+        skill = skill_frac > 0 and rng.random() < skill_frac
+        return make_problem(rng, steps, skill=skill, max_value=max_value)
+
+    return draw_distinct(draw, n, exclude, f"{min_steps}-{max_steps} steps")
+
+
+def draw_distinct(draw, n: int, exclude: set[str] | None, what: str) -> list:
+    """`n` problems from `draw()` with distinct questions, none in `exclude` (an evaluation split skips the
+    training questions); gives up with an error naming `what` after 50 n + 1000 draws."""
     exclude = exclude or set()
     seen: set[str] = set()
-    out: list[Problem] = []
+    out = []
     attempts = 0
     while len(out) < n:
         attempts += 1
         if attempts > 50 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct problems with {min_steps}-{max_steps} steps")
-        steps = (rng.choices(range(min_steps, max_steps + 1), weights=weights)[0] if weights
-                 else rng.randint(min_steps, max_steps))
-        skill = skill_frac > 0 and rng.random() < skill_frac
-        p = make_problem(rng, steps, skill=skill, max_value=max_value)
+            raise ValueError(f"could not draw {n} distinct problems with {what}")
+        p = draw()
         if p.question in seen or p.question in exclude:
             continue
         seen.add(p.question)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from trapo.data.synthetic import draw_distinct
+
 GENERATOR_VERSION = 1
 
 # name, subject pronoun, possessive
@@ -197,17 +199,5 @@ def make_split(n: int, min_steps: int, max_steps: int, seed: int, exclude: set[s
     if n < 0 or min_steps < 1 or max_steps < min_steps:
         raise ValueError(f"bad split spec: n={n}, steps=[{min_steps}, {max_steps}]")
     rng = random.Random(seed)
-    exclude = exclude or set()
-    seen: set[str] = set()
-    out: list[Problem] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 50 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct problems with {min_steps}-{max_steps} steps")
-        p = make_problem(rng, rng.randint(min_steps, max_steps), max_value=max_value)
-        if p.question in seen or p.question in exclude:
-            continue
-        seen.add(p.question)
-        out.append(p)
-    return out
+    return draw_distinct(lambda: make_problem(rng, rng.randint(min_steps, max_steps), max_value=max_value), n,
+                         exclude, f"{min_steps}-{max_steps} steps")
