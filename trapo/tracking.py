@@ -12,6 +12,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from contextlib import contextmanager
@@ -70,6 +71,53 @@ def store_lock(uri: str):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def relocate_artifacts(uri: str) -> int:
+    """Point a moved local store's artifact folders at `<db dir>/mlruns` again; returns the rows rewritten.
+
+    MLflow stores each experiment's default artifact folder as an absolute path (`<cwd>/mlruns/<id>`) when it
+    creates it, so a checkout that is moved or copied with its `mlflow.db` would write artifacts into the old
+    folder (or fail where that folder is gone) and `mlflow ui` would look there. Only MLflow's default layout is
+    rewritten, `<root>/mlruns/<experiment id>` and `<root>/mlruns/<experiment id>/<run id>/artifacts`; an
+    artifact location a user chose is left as it is. Call with the store's lock held.
+    """
+    if not uri.startswith("sqlite:///"):
+        return 0
+    import sqlite3
+
+    db = Path(uri[len("sqlite:///"):])
+    if not db.exists():
+        return 0
+    root = (db.resolve().parent / "mlruns").as_posix()
+    con = sqlite3.connect(db)
+    changed = 0
+    try:
+        rows = con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        for exp_id, loc in rows:
+            path = (loc or "").removeprefix("file://")
+            m = re.fullmatch(r"(/.*)/mlruns/" + re.escape(str(exp_id)), path)
+            if not m or f"{m.group(1)}/mlruns" == root:
+                continue
+            old = f"{m.group(1)}/mlruns/{exp_id}"
+            new = f"{root}/{exp_id}"
+            prefix = "file://" if loc.startswith("file://") else ""
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (prefix + new, exp_id))
+            for run_uuid, art in con.execute("SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?",
+                                             (exp_id,)).fetchall():
+                art_path = (art or "").removeprefix("file://")
+                if art_path == f"{old}/{run_uuid}/artifacts":
+                    con.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?",
+                                (("file://" if art.startswith("file://") else "") + f"{new}/{run_uuid}/artifacts",
+                                 run_uuid))
+                    changed += 1
+            changed += 1
+            log.warning("MLflow store %s: experiment %s kept its artifacts under %s, from where the store was "
+                        "created; now %s", db, exp_id, old, new)
+        con.commit()
+    finally:
+        con.close()
+    return changed
 
 
 def git_commit(repo: Path = REPO_ROOT) -> tuple[str | None, bool]:
@@ -185,7 +233,8 @@ class Tracker:
         try:
             with store_lock(uri):
                 mlflow.set_tracking_uri(uri)
-                self.client = MlflowClient(uri)
+                self.client = MlflowClient(uri)  # creates or migrates the schema
+                relocate_artifacts(uri)
                 exp_id = ensure_experiment(self.client, experiment)
             self.experiment_id, self.uri = exp_id, uri
             if run_id is not None:

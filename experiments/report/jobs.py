@@ -231,13 +231,14 @@ class Store:
     def __init__(self, experiment: str):
         from mlflow.tracking import MlflowClient
 
-        from trapo.tracking import check_reachable, store_lock, tracking_uri
+        from trapo.tracking import check_reachable, relocate_artifacts, store_lock, tracking_uri
 
         self.uri = tracking_uri()
         check_reachable(self.uri)
         with store_lock(self.uri):  # first use creates the schema: one process at a time
             self.client = MlflowClient(self.uri)
             self.client.search_experiments(max_results=1)
+            relocate_artifacts(self.uri)
         self.experiment = experiment
 
     def _exp_id(self) -> str | None:

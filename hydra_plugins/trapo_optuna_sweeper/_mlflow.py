@@ -48,9 +48,10 @@ def _metric_key(name: str) -> str:
 class ParentRun:
     def __init__(self, study: optuna.Study, experiment: str, tags: Mapping[str, str]):
         with store_lock(tracking_uri()):  # first use creates the schema: one process at a time
-            from trapo.tracking import ensure_experiment
+            from trapo.tracking import ensure_experiment, relocate_artifacts
 
             self.client = MlflowClient(tracking_uri())
+            relocate_artifacts(tracking_uri())
             self.experiment_id = ensure_experiment(self.client, experiment)
         self.run_id = self._existing(study.user_attrs.get(PARENT_ATTR))
         if self.run_id is None:
