@@ -374,3 +374,20 @@ def test_update_never_holds_full_vocabulary_logits_of_a_micro_batch():
     with LargestVocabTensor():
         engine.train_step(samples, normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)
     assert n_tokens > 4 * chunk and LargestVocabTensor.rows <= chunk
+
+
+def test_the_update_refuses_a_model_with_sliding_window_layers():
+    # The update replays each prompt's states from a cache (_PrefixLayer) that has no sliding window: a model
+    # with sliding-window layers would get other log-probs in the update than in its own forward.
+    import pytest
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from trapo.engines.local import lm_head
+
+    def model(**kw):
+        return Qwen2ForCausalLM(Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=1, **kw))
+
+    assert lm_head(model()).shape == (32, 16)
+    with pytest.raises(ValueError, match="full attention in every layer.*sliding_attention"):
+        lm_head(model(use_sliding_window=True, sliding_window=4, max_window_layers=1))

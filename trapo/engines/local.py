@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from trapo.engines.sampling import _full_attention
 from trapo.engines.sampling import sample as sample_tokens
 from trapo.losses import policy_loss
 from trapo.rl_step import TOKEN_SUMS, prefix_scale, token_sums
@@ -205,6 +206,9 @@ def lm_head(model) -> torch.Tensor:
     if getattr(head, "bias", None) is not None or scaled:
         raise ValueError(f"the local engine's update needs logits = lm_head(hidden) without bias or scaling; "
                          f"{type(model).__name__} has {scaled or 'a bias'}")
+    if not _full_attention(model):  # the prompts' cache (_PrefixLayer) has no sliding window
+        raise ValueError(f"the local engine's update needs full attention in every layer; {type(model).__name__} "
+                         f"has {sorted(set(cfg.layer_types))}")
     return head.weight
 
 
