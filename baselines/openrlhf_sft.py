@@ -33,6 +33,7 @@ from trapo.engines.openrlhf.launch import (REPO, Flag, Launch, data_source, deep
                                            max_len, model_source, optimizer_flags, readable_runtime_env, short_env,
                                            step_prompt_indices, tracking_uri_abs, training_set, write_jsonl_atomic)
 from trapo.engines.openrlhf.launch import execute as run_launch
+from trapo.engines.openrlhf.launch import rollout_engine, with_rollout_route
 from trapo.engines.openrlhf.settings import encode, to_container
 
 ENTRY_MODULE = "baselines.openrlhf_sft_entry"
@@ -99,8 +100,12 @@ class SFTLaunch(Launch):
     first_step: int = 0
     runtime_env_name: str = "runtime_env_sft.json"  # beside the RL launch's runtime_env.json (sft_rl has both)
 
+    cpu: bool = False  # engine.rollout=cpu: one DeepSpeed rank on gloo, the entry run directly (no launcher)
+
     @property
     def launcher_argv(self) -> list[str]:
+        if self.cpu:
+            return ["python", "-m", ENTRY_MODULE]
         return ["deepspeed", "--num_nodes", str(self.num_nodes), "--num_gpus", str(self.gpus_per_node),
                 "--module", ENTRY_MODULE]
 
@@ -153,6 +158,8 @@ def build_sft_launch(cfg, run_dir: str | Path, *, steps: int | None = None, firs
     from trapo.config import validate_config
 
     validate_config(cfg)
+    cfg = with_rollout_route(cfg)
+    cpu = rollout_engine(cfg) == "cpu"
     e = cfg.engine
     launcher = str(e.launcher)
     if launcher not in ("ray_job", "local"):
@@ -165,6 +172,8 @@ def build_sft_launch(cfg, run_dir: str | Path, *, steps: int | None = None, firs
     data = data_path(cfg, run_dir) if data is None else Path(data)
     flags = sft_flags(cfg, out, data, steps=steps)
     env = {CONFIG_ENV: encode(cfg), "MLFLOW_TRACKING_URI": tracking_uri_abs()}
+    if cpu:  # what DeepSpeed's launcher would set for its one rank
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     working_dir = Path(str(e.working_dir)).resolve() if e.get("working_dir") else REPO
     n_nodes, n_gpus = int(e.num_nodes), int(e.actor_gpus_per_node)
     notes = [f"OpenRLHF's SFT trainer on {n_nodes} x {n_gpus} GPUs (engine.num_nodes x engine.actor_gpus_per_node); "
@@ -174,7 +183,16 @@ def build_sft_launch(cfg, run_dir: str | Path, *, steps: int | None = None, firs
     return SFTLaunch(flags=flags, extra_args=[], env=env, run_dir=run_dir, prompts_path=data,
                      n_rows=steps * int(cfg.train.prompts_per_step), data_source=data_source(cfg), launcher=launcher,
                      ray_address=str(e.ray_address) if e.get("ray_address") else None, working_dir=working_dir,
-                     notes=notes, num_nodes=n_nodes, gpus_per_node=n_gpus, steps=steps, first_step=first_step)
+                     notes=notes, num_nodes=n_nodes, gpus_per_node=n_gpus, steps=steps, first_step=first_step,
+                     cpu=cpu)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # ---- the training file ---------------------------------------------------------------------------------
@@ -250,5 +268,9 @@ def main(cfg, run_dir: str | Path) -> float:
         print("# resolved config:\n" + OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
         return 0.0
     execute(cfg, launch)
+    if launch.cpu:
+        from trapo.engines.openrlhf.launch import evaluate_job
+
+        return evaluate_job(cfg, launch.output_dir, run_dir).get("eval/avg_accuracy", 0.0)
     return 0.0
 

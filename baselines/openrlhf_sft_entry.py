@@ -92,6 +92,12 @@ def in_file_order(strategy) -> None:
 
 def train_with_mlflow(args, cfg) -> None:
     """OpenRLHF's `train_sft.train(args)` with the MLflow logger and the file-order loader (this process only)."""
+    from trapo.engines.openrlhf import patches
+    from trapo.engines.openrlhf.mlflow_logger import job_output_dir, store_run_id
+
+    cpu = patches.cpu_route(cfg)
+    if cpu:  # before OpenRLHF's imports, which need flash-attention's and vLLM's names
+        patches.cpu_route_sft_process(args)
     import openrlhf.cli.train_sft as cli
     from openrlhf.trainer.sft_trainer import SFTTrainer
 
@@ -100,12 +106,16 @@ def train_with_mlflow(args, cfg) -> None:
             super().__init__(*a, **k)
             if self.strategy.is_rank_0() and self._wandb is None:
                 self._tensorboard = MlflowScalars(cfg)
+                # the run the launcher's evaluation logs to afterwards (engine.rollout=cpu), as the RL job's
+                store_run_id(job_output_dir(self.strategy.args), self._tensorboard.run_id)
 
     base_strategy = cli.get_strategy
 
     def get_strategy(a):
         strategy = base_strategy(a)
         in_file_order(strategy)
+        if cpu:  # gloo, a CPU mesh, fp32 (patches.cpu_route_sft_process)
+            strategy.__class__ = patches.cpu_strategy_class()
         return strategy
 
     cli.SFTTrainer = TrapoSFTTrainer

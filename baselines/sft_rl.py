@@ -121,12 +121,20 @@ def launch_both(cfg, ctx: RunContext) -> None:
         else:
             openrlhf_sft.execute(p.sft_cfg, p.sft)
         execute_rl(p.rl_cfg, p.rl)
+        if rl_launch_module().rollout_engine(cfg) == "cpu":  # the final model's evaluation, on the parent run
+            rl_launch_module().evaluate_job(cfg, p.rl.output_dir, ctx.output_dir, run_id=parent.run_id)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         parent.finish(status)
+
+
+def rl_launch_module():
+    from trapo.engines.openrlhf import launch
+
+    return launch
 
 
 def execute_rl(cfg, launch) -> None:

@@ -210,6 +210,10 @@ def policy_actor_class(cfg_data: Mapping[str, Any]):
         trapo_config = dict(cfg_data)
 
         def init_model_from_pretrained(self, *args, **kwargs):
+            from trapo.engines.openrlhf import patches
+
+            if patches.cpu_route(self.trapo_config):  # engine.rollout=cpu: fp32, CPU buffer, gloo weight sync
+                patches.cpu_route_actor_process()
             super().init_model_from_pretrained(*args, **kwargs)
             from trapo.engines.openrlhf.settings import as_config
 

@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,35 @@ class Launch:
             cur.append(tok)
         lines.append(shlex.join(cur))
         return prefix + " \\\n    ".join(lines)
+
+
+# ---- the rollout engine --------------------------------------------------------------------------------
+ROLLOUTS = ("vllm", "cpu")
+# engine.rollout=cpu (trapo/engines/openrlhf/cpu_rollout.py): OpenRLHF's loop on CPU processes, the driver on this
+# machine (it starts or joins a local Ray cluster), one DeepSpeed rank and one rollout engine; these settings replace
+# the GPU ones of conf/engine/openrlhf.yaml (flash-attention, packing and colocation need CUDA)
+CPU_ROUTE = {"launcher": "local", "num_nodes": 1, "actor_gpus_per_node": 1, "vllm_num_engines": 1,
+             "vllm_tensor_parallel_size": 1, "colocate_all": False, "vllm_enable_prefix_caching": False,
+             "attn_implementation": "eager", "packing_samples": False, "gradient_checkpointing": False,
+             "adam_offload": False}
+
+
+def rollout_engine(cfg) -> str:
+    rollout = str(cfg.engine.get("rollout", "vllm"))
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"config engine.rollout must be one of {', '.join(ROLLOUTS)}, got {rollout!r}")
+    return rollout
+
+
+def with_rollout_route(cfg):
+    """cfg with `CPU_ROUTE` in its engine settings when engine.rollout=cpu (the config the workers then get)."""
+    if rollout_engine(cfg) != "cpu":
+        return cfg
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.create(to_container(cfg))
+    out.engine = OmegaConf.merge(out.engine, CPU_ROUTE)
+    return out
 
 
 # ---- paths and sizes ---------------------------------------------------------------------------------
@@ -298,7 +328,18 @@ def openrlhf_flags(cfg, run_dir: Path, *, launcher: str) -> list[Flag]:
         F("--vllm.enable_sleep", colocate, "engine.colocate_all"),
         F("--ds.enable_sleep", colocate, "engine.colocate_all"),
         *deepspeed_flags(cfg, out, gradient_checkpointing_flag="--actor.gradient_checkpointing_enable"),
+        *cpu_route_flags(cfg),
     ]
+
+
+def cpu_route_flags(cfg) -> list[Flag]:
+    """engine.rollout=cpu: weights to the CPU rollout engine over gloo, and one rank for the model groups OpenRLHF
+    creates without using (the reward model's: its default of 8 GPUs would be asked of Ray)."""
+    if rollout_engine(cfg) != "cpu":
+        return []
+    F = Flag
+    return [F("--vllm.sync_backend", "gloo", "engine.rollout"),
+            *(F(f"--{m}.num_gpus_per_node", 1, "engine.rollout") for m in ("reward", "ref", "critic"))]
 
 
 def build_launch(cfg, run_dir: str | Path) -> Launch:
@@ -306,6 +347,7 @@ def build_launch(cfg, run_dir: str | Path) -> Launch:
 
     validate_config(cfg)
     check_supported(cfg)
+    cfg = with_rollout_route(cfg)
     e = cfg.engine
     launcher = str(e.launcher)
     if launcher not in ("ray_job", "local"):
@@ -449,7 +491,65 @@ def main(cfg, run_dir: str | Path) -> float:
         print(validate_with_openrlhf(launch))
         return 0.0
     execute(cfg, launch, lambda: f"wrote {write_prompts(cfg, launch.prompts_path)} prompts to {launch.prompts_path}")
+    if rollout_engine(cfg) == "cpu":
+        return evaluate_job(cfg, launch.output_dir, run_dir).get("eval/avg_accuracy", 0.0)
     return 0.0
+
+
+def evaluate_job(cfg, model_dir: str | Path, run_dir: str | Path, job_dir: str | Path | None = None,
+                 run_id: str | None = None) -> dict:
+    """The local trainer's final evaluation (`Trainer.final_eval`: valid and every evaluation split, same sampler,
+    seed and grader) of the job's final model, logged to the job's MLflow run with `score`, which it then ends
+    FINISHED; also <run dir>/final_metrics.json and <run dir>/eval/. On engine.rollout=cpu the driver's machine
+    evaluates (a GPU cluster's final model is evaluated with experiments/evaluate.py)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from evaluation.grader import Grader
+    from evaluation.runner import evaluate_items, write_results
+    from trapo.data.loading import load_dataset
+    from trapo.engines.backend import EngineBackend
+    from trapo.engines.local import LocalEngine
+    from trapo.engines.openrlhf.mlflow_logger import stored_run_id
+    from trapo.models.loading import load_model_and_tokenizer
+    from trapo.tracking import Tracker
+    from trapo.trainer import eval_metrics, torch_threads
+
+    torch.set_num_threads(torch_threads(cfg))
+    run_dir = Path(run_dir)
+    job_dir = Path(job_dir) if job_dir is not None else Path(model_dir).parent
+    model_cfg = OmegaConf.create(to_container(cfg.model))
+    template = model_cfg.get("prompt_template")
+    if model_cfg.kind == "tiny":
+        from trapo.models.tiny import PROMPT_TEMPLATE
+
+        template = template or PROMPT_TEMPLATE
+    model_cfg.kind, model_cfg.path, model_cfg.prompt_template = "hf", str(model_dir), template
+    model, tok, template = load_model_and_tokenizer(model_cfg, device="cpu")
+    data = load_dataset(cfg.data)
+    engine = LocalEngine(model, tok, lr=0.0, micro_batch_size=int(cfg.train.micro_batch_size), device="cpu")
+    backend = EngineBackend(engine, template, int(cfg.eval.batch_size))
+    grader = Grader(progress=False)
+    ev = cfg.eval
+    splits = ({"valid": data.valid} if data.valid else {}) | dict(data.eval_splits)
+    try:
+        results = {name: evaluate_items(items, backend, grader, n_samples=int(ev.n_samples),
+                                        temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                                        seed=int(cfg.seed), name=name) for name, items in splits.items()}
+    finally:
+        grader.close()
+    write_results(results, run_dir / "eval")
+    final = eval_metrics(results)
+    (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    run_id = run_id or stored_run_id(job_dir)  # default: the job's own run (mlflow_run.json)
+    if run_id is None:
+        raise RuntimeError(f"{job_dir}: no MLflow run of the job (mlflow_run.json): the evaluation is not logged")
+    score = final.get("eval/avg_accuracy", final.get("valid/accuracy"))
+    tracker = Tracker(str(cfg.tracking.experiment), run_name="", run_id=run_id)
+    tracker.log_metrics({**final, **({"score": score} if score is not None else {})}, step=int(cfg.train.steps))
+    tracker.finish("FINISHED")
+    print("final: " + " ".join(f"{k}={v:.3f}" for k, v in final.items()), flush=True)
+    return final
 
 
 def execute(cfg, launch: Launch, write_data, quiet: tuple[str, ...] = ("prompt file",)) -> None:
@@ -466,6 +566,9 @@ def execute(cfg, launch: Launch, write_data, quiet: tuple[str, ...] = ("prompt f
     print("\n".join(readable_runtime_env(launch)))
     print(short_env(launch, launch.shell(multiline=True)), flush=True)
     env = {**os.environ, **launch.env} if launch.launcher == "local" else dict(os.environ)
-    rc = subprocess.call(launch.command(), env=env, cwd=str(launch.working_dir))
+    cmd = launch.command()
+    if launch.launcher == "local" and cmd[0] == "python":  # the driver runs in this interpreter's environment
+        cmd = [sys.executable, *cmd[1:]]
+    rc = subprocess.call(cmd, env=env, cwd=str(launch.working_dir))
     if rc != 0:
         raise SystemExit(rc)

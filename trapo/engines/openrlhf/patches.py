@@ -85,6 +85,27 @@ TARGETS: dict[tuple[str, str], str] = {
     # the partitions from the ZeRO-3 optimizer instead (`relift.zero3_state_keys`)
     ("deepspeed.runtime.zero.stage3", "DeepSpeedZeroOptimizer_Stage3._optimizer_step"):
         "f6efea60596166e131b6be5538d31d17fec03e113513616a820be8728604a284",
+    # engine.rollout=cpu (`cpu_route_driver`, `cpu_route_actor_process`): what the CPU rollout engine stands in for
+    # (RolloutRayActor's set-up and engine, the engines' creation, the weight-sync group), where Ray asks for GPUs
+    # (actor groups), where DeepSpeed assumes CUDA (setup_distributed, the replay buffer's device) and the dtype map
+    ("openrlhf.trainer.ray.vllm_engine", "RolloutRayActor.__init__"):
+        "6adbbfe69dd95492e97f34053193a12d137eb9d42da0c59d148f17c4e40a5754",
+    ("openrlhf.trainer.ray.vllm_engine", "RolloutRayActor.generate"):
+        "3eedbb42e22a9f30793566101421c43300f49bd9007b1b570c4eeaec2ff08761",
+    ("openrlhf.trainer.ray.vllm_engine", "create_vllm_engines"):
+        "af57ea163173675fedda69846d6fcb84fa5f67843df8e175372f083e1904ac51",
+    ("openrlhf.trainer.ray.launcher", "RayActorGroup._initiate_actors"):
+        "dab6c25a292ca616e4856c2744d2f649d930507af62da8f7f94b333ac9186fec",
+    ("openrlhf.utils.deepspeed.deepspeed", "DeepspeedStrategy.setup_distributed"):
+        "5d18f192f8ea5d558f68e2a5c0fb3b81b904dfb1ea6e837270aec4d90968a3a4",
+    ("openrlhf.trainer.ray.ppo_actor", "ActorPPOTrainer._init_vllm_sync_group"):
+        "6ad3bfaadc9fe3f708d6b8264fd1cc7f2351e7fe13e7e3c6c5d97e0548b9feca",
+    ("openrlhf.trainer.ray.ppo_actor", "ActorPPOTrainer.broadcast_to_vllm"):
+        "82f48dd34edc7fc2046de5e3d418b9af8b9ddb428cdfd7419ca528bb100783f5",
+    ("openrlhf.trainer.ppo_utils.replay_buffer", "NaiveReplayBuffer.__init__"):
+        "7cad124520cf78705ea8b8178256a68d5097036914ece2a44fb7a97060fe5f7b",
+    ("openrlhf.utils.utils", "convert_to_torch_dtype"):
+        "9c59d2aa51330089e4956072489c1fe2ff429e49b0dde7a70006e5acc406719e",
 }
 
 
@@ -230,6 +251,11 @@ def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) 
     """OpenRLHF's `train(args)` with TRAPO's actor and logger (rebinding happens in this driver only)."""
     import ray
 
+    if cpu_route(cfg_data):  # OpenRLHF's trainer modules import vLLM's names at module level
+        from trapo.engines.openrlhf.cpu_rollout import install_flash_attn_kernels_name, install_vllm_names
+
+        install_vllm_names()
+        install_flash_attn_kernels_name()
     import openrlhf.cli.train_ppo_ray as cli
     import openrlhf.trainer.ppo_trainer as ppo_trainer
     from trapo.engines.openrlhf.actor import policy_actor_class
@@ -238,8 +264,12 @@ def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) 
         raise ValueError("TRAPO's engine runs OpenRLHF synchronously (one on-policy update per batch)")
     cli.PolicyModelActor = policy_actor_class(cfg_data)
     ppo_trainer.PPOTrainer = ppo_trainer_class(cfg_data)
+    runtime_env = driver_runtime_env(env)
+    if cpu_route(cfg_data):
+        cpu_route_driver(cli, args, cfg_data)
+        runtime_env = {**(runtime_env or {}), "worker_process_setup_hook": cpu_worker_setup_hook()}
     if not ray.is_initialized():
-        ray.init(runtime_env=driver_runtime_env(env))
+        ray.init(runtime_env=runtime_env)  # joins $RAY_ADDRESS or the cluster `ray start` left here, else starts one
     cli.train(args)
 
 
@@ -272,3 +302,178 @@ def driver_runtime_env(env: Mapping[str, str], environ: Mapping[str, str] | None
         have = job.get("env_vars") or {}
         want = {k: v for k, v in want.items() if k not in have}
     return {"env_vars": want} if want else None
+
+
+# ---- 4. engine.rollout=cpu: OpenRLHF's loop without a GPU (trapo/engines/openrlhf/cpu_rollout.py) -------------------
+def cpu_route(cfg_data: Mapping[str, Any]) -> bool:
+    return str((cfg_data.get("engine") or {}).get("rollout", "vllm")) == "cpu"
+
+
+def cpu_worker_setup_hook() -> str:
+    from trapo.engines.openrlhf.cpu_rollout import WORKER_SETUP_HOOK
+
+    return WORKER_SETUP_HOOK
+
+
+def cpu_cuda_calls() -> None:
+    """OpenRLHF's actor, replay buffer and strategy call torch.cuda unconditionally (current_device for the device of
+    every tensor, empty_cache, synchronize, current_stream); without CUDA these answer for the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.empty_cache = lambda *a, **k: None
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.current_stream = lambda *a, **k: None
+
+
+def cpu_route_driver(cli, args, cfg_data: Mapping[str, Any]) -> None:
+    """In the driver, before OpenRLHF's `train(args)`: the CPU rollout engines in place of vLLM's, actor groups that
+    ask Ray for no GPU, and a DeepSpeed strategy on gloo in fp32 (OpenRLHF's parser offers bf16/fp16 only; on a CPU
+    bf16 is slow and the local engine trains in fp32)."""
+    import functools
+
+    from trapo.engines.openrlhf.cpu_rollout import create_cpu_rollout_engines
+
+    threads = (cfg_data.get("engine") or {}).get("num_threads")
+    args.ds.param_dtype = "fp32"
+    cli.create_vllm_engines = functools.partial(create_cpu_rollout_engines, num_threads=threads)
+    cli.RayActorGroup = cpu_actor_group_class()
+    base_strategy = cli.get_strategy
+
+    def get_strategy(a):
+        strategy = base_strategy(a)
+        strategy.__class__ = cpu_strategy_class()
+        return strategy
+
+    cli.get_strategy = get_strategy
+
+
+def cpu_actor_group_class():
+    """RayActorGroup whose actors ask for no GPU (and no CPU: they are scheduled like Ray's default actors). Its
+    `_initiate_actors` asks for GPU bundles when a group has more than one rank, so the CPU route runs one rank."""
+    from openrlhf.trainer.ray.launcher import RayActorGroup
+
+    class CpuRayActorGroup(RayActorGroup):
+        def __init__(self, num_nodes, num_gpus_per_node, ray_actor_type, pg=None, num_gpus_per_actor=1, **kwargs):
+            if int(num_nodes) * int(num_gpus_per_node) != 1 or pg is not None:
+                raise ValueError(f"engine.rollout=cpu runs one DeepSpeed rank per model (got {num_nodes} node(s) x "
+                                 f"{num_gpus_per_node} for {getattr(ray_actor_type, '__name__', ray_actor_type)})")
+            super().__init__(num_nodes, num_gpus_per_node, ray_actor_type, pg=None, num_gpus_per_actor=0, **kwargs)
+
+    return CpuRayActorGroup
+
+
+def cpu_strategy_class():
+    """OpenRLHF's DeepspeedStrategy with `setup_distributed` on gloo and a CPU device mesh (its own calls
+    torch.cuda.set_device and init_device_mesh("cuda")); the rest, ZeRO-2/3 included, is OpenRLHF's."""
+    import datetime as dt
+
+    from openrlhf.utils.deepspeed import DeepspeedStrategy
+
+    class CpuDeepspeedStrategy(DeepspeedStrategy):
+        def setup_distributed(self, timeout=dt.timedelta(minutes=60)) -> None:
+            import deepspeed
+            import torch.distributed as dist
+            import transformers
+            from torch.distributed.device_mesh import init_device_mesh
+
+            if self.full_determinism:
+                transformers.enable_full_determinism(self.seed)
+            else:
+                transformers.set_seed(self.seed)
+            if not dist.is_initialized():  # MASTER_ADDR/PORT, RANK, WORLD_SIZE: set by OpenRLHF's actor
+                dist.init_process_group("gloo", timeout=timeout)
+            deepspeed.init_distributed(dist_backend="gloo", timeout=timeout)
+            self.world_size = dist.get_world_size()
+            dp_size = self.world_size // self.ring_attn_size // self.ds_tensor_parallel_size
+            self.ds_device_mesh = init_device_mesh("cpu", (dp_size, self.ring_attn_size, self.ds_tensor_parallel_size),
+                                                   mesh_dim_names=("dp", "sp", "tp"))
+            self.setup_ring_attn(self.ds_device_mesh)
+            self.accumulated_gradient = (self.train_batch_size * self.ring_attn_size * self.ds_tensor_parallel_size
+                                         // self.micro_train_batch_size // self.world_size)
+
+    CpuDeepspeedStrategy.__name__ = CpuDeepspeedStrategy.__qualname__ = "CpuDeepspeedStrategy"
+    return CpuDeepspeedStrategy
+
+
+def cpu_route_actor_process() -> None:
+    """In the DeepSpeed actor's process, before OpenRLHF builds its model and trainer (module globals of
+    `ppo_actor`, rebound in this process): fp32 weights, the replay buffer on the CPU, and the weight-sync group on
+    gloo (`cpu_rollout.GlooWeightGroup`) instead of vLLM's NCCL group."""
+    import socket
+
+    import ray
+    import torch
+
+    import openrlhf.trainer.ray.ppo_actor as ppo_actor
+    from trapo.engines.openrlhf.cpu_rollout import GlooWeightGroup
+
+    if getattr(ppo_actor, "_trapo_cpu_route", False):
+        return
+    fp32_param_dtype()
+
+    class CpuReplayBuffer(ppo_actor.NaiveReplayBuffer):
+        def __init__(self, *args, **kwargs):
+            current = torch.cuda.current_device
+            torch.cuda.current_device = lambda: 0  # its __init__ formats f"cuda:{current_device()}"
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                torch.cuda.current_device = current
+            self.target_device = torch.device("cpu")
+
+    def init_gloo_sync_group(self, backend: str):
+        """DeepSpeed rank 0 and every engine in one gloo group (ranks as OpenRLHF lays them out)."""
+        if backend != "gloo":
+            raise ValueError(f"engine.rollout=cpu syncs weights over gloo (--vllm.sync_backend gloo), got {backend!r}")
+        address = ray._private.services.get_node_ip_address().strip("[]")
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+        tp = int(self.strategy.args.vllm.tensor_parallel_size)
+        world_size = len(self.vllm_engines) * tp + 1
+        refs = [engine.init_process_group.remote(address, port, i * tp + 1, world_size, "openrlhf",
+                                                 backend=backend, use_ray=False)
+                for i, engine in enumerate(self.vllm_engines)]
+        self._model_update_group = GlooWeightGroup(address, port, 0, world_size)
+        ray.get(refs)
+
+    # Ray ships PolicyModelActor's methods by value (their module globals copied), so rebinding
+    # `ppo_actor.ActorPPOTrainer` would not reach them: the method is set on the class itself, in this process only.
+    # ActorPPOTrainer.__init__ is shipped by reference and reads `NaiveReplayBuffer` from the module.
+    ppo_actor.ActorPPOTrainer._init_vllm_sync_group = init_gloo_sync_group
+    ppo_actor.NaiveReplayBuffer = CpuReplayBuffer
+    ppo_actor._trapo_cpu_route = True
+
+
+def fp32_param_dtype() -> None:
+    """`--ds.param_dtype fp32` (set after OpenRLHF's parser, which offers bf16/fp16): models load in fp32, and the
+    DeepSpeed config then enables neither bf16 nor fp16. `Actor.__init__` imports the map from its module when
+    called, so replacing the module attribute reaches it."""
+    import torch
+
+    import openrlhf.utils.utils as oru
+
+    base = oru.convert_to_torch_dtype
+    if getattr(base, "_trapo_fp32", False):
+        return
+
+    def convert_to_torch_dtype(param_dtype: str):
+        return torch.float32 if param_dtype == "fp32" else base(param_dtype)
+
+    convert_to_torch_dtype._trapo_fp32 = True
+    oru.convert_to_torch_dtype = convert_to_torch_dtype
+
+
+def cpu_route_sft_process(args) -> None:
+    """engine.rollout=cpu for OpenRLHF's SFT trainer (one process, no Ray): the names its imports need without
+    CUDA, torch.cuda answered for the CPU, fp32 (its strategy: `cpu_strategy_class`, set by the SFT entry)."""
+    from trapo.engines.openrlhf.cpu_rollout import install_flash_attn_kernels_name, install_vllm_names
+
+    install_vllm_names()
+    install_flash_attn_kernels_name()
+    cpu_cuda_calls()
+    fp32_param_dtype()
+    args.ds.param_dtype = "fp32"
