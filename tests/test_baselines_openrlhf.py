@@ -249,7 +249,9 @@ def test_sft_rl_is_one_command_under_one_parent_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     assert sft_rl.run(cfg, RunContext(output_dir=run_dir, overrides=["method=sft_rl"])) == {}
     (sft_cmd, sft_env), (rl_cmd, rl_env) = ran
-    assert sft_cmd[0] == "deepspeed" and rl_cmd[:3] == list(launch_mod.ENTRY)
+    # the local launcher runs the driver with this interpreter (launch.execute), not whatever `python` PATH finds
+    assert sft_cmd[0] == "deepspeed" and rl_cmd[:3] == [sys.executable, *launch_mod.ENTRY[1:]]
+    rl_cmd = list(launch_mod.ENTRY[:1]) + rl_cmd[1:]
     _, sft_args = _sft(sft_cmd)
     rl_args = _rl(rl_cmd)
     assert rl_args.actor.model_name_or_path == sft_args.ckpt.output_dir
@@ -275,6 +277,6 @@ def test_sft_rl_is_one_command_under_one_parent_run(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "call", lambda cmd, env=None, cwd=None: ran.append(cmd) or 3)
     with pytest.raises(SystemExit):
         sft_rl.run(cfg, RunContext(output_dir=run_dir))
-    assert len(ran) == 1 and ran[0][:3] == list(launch_mod.ENTRY)
+    assert len(ran) == 1 and ran[0][:3] == [sys.executable, *launch_mod.ENTRY[1:]]
     statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
     assert statuses == ["FAILED", "FINISHED"]
