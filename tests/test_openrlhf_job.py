@@ -1,0 +1,127 @@
+"""The whole OpenRLHF job on CPU (`engine.rollout=cpu`), from the command line to the MLflow store.
+
+    python experiments/run.py engine=openrlhf engine.rollout=cpu preset=smoke method=M train.steps=2
+
+runs as a user runs it (a subprocess), joining one Ray cluster this module starts and stops: OpenRLHF's own loop
+(its controller, DeepSpeed actor on gloo, trapo's CPU rollout engine in vLLM's place, or OpenRLHF's SFT trainer),
+then the final evaluation. The test reads the MLflow store: every run FINISHED, the local engine's metric names at
+every training step, the evaluation metrics (non-zero on smoke: the smoke model answers some problems at T=0).
+
+CI runs `CI_METHODS` (TRAPO: the rollout with guidance, weight sync and the TRAPO loss; sft_rl: OpenRLHF's SFT
+trainer, then an RL job from its model, under one parent run), about two minutes each on a 2-core machine, most of
+it process start-up. TRAPO_OPENRLHF_JOB=all runs all six methods (grpo, luffy, relift and sft besides).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from openrlhf_support import REPO, require_openrlhf
+
+require_openrlhf()
+pytestmark = [pytest.mark.openrlhf, pytest.mark.slow]
+
+STEPS = 2
+ALL_METHODS = ("trapo", "grpo", "luffy", "relift", "sft", "sft_rl")
+CI_METHODS = ("trapo", "sft_rl")
+METHODS = ALL_METHODS if os.environ.get("TRAPO_OPENRLHF_JOB") == "all" else CI_METHODS
+
+RL_METRICS = ("train/loss", "train/pg_loss", "train/prefix_loss", "train/reward_mean", "train/reward_all_mean",
+              "train/entropy", "train/response_length", "train/zero_signal_frac", "train/grad_norm",
+              "time/rollout_s", "time/update_s")
+GUIDED_METRICS = tuple(f"train/guidance_level_{i}" for i in range(4)) + ("train/expert_token_prob",
+                                                                         "train/expert_low_prob_frac")
+SFT_METRICS = ("train/loss", "train/lr", "train/grad_norm", "train/phase_rl")
+RELIFT_METRICS = ("train/relift_hard_prompts", "train/relift_buffer_size", "train/relift_sft_steps")
+EVAL_SPLITS = ("valid", "steps1", "steps2", "steps3", "steps4", "skill2", "skill3")  # preset=smoke's
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for every job of this module (each job's driver joins it through RAY_ADDRESS)."""
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already open in this process")
+    info = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        yield info.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+
+
+def run_job(method: str, run_dir: Path, address: str, store: Path) -> tuple[float, str]:
+    env = {**os.environ, "RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
+    cmd = [sys.executable, "experiments/run.py", "engine=openrlhf", "engine.rollout=cpu", "preset=smoke",
+           f"method={method}", f"train.steps={STEPS}", f"tracking.experiment=job-{method}", "progress=false",
+           f"hydra.run.dir={run_dir}"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{log[-6000:]}"
+    return time.perf_counter() - t0, log
+
+
+def runs_of(store: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment}"
+    return client, client.search_runs([exp.experiment_id])
+
+
+def steps_of(client, run, name: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+
+
+def check_training(client, run, names, steps) -> None:
+    for name in names:
+        assert steps_of(client, run, name) == list(steps), (run.info.run_name, name)
+
+
+def check_eval(run) -> None:
+    m = run.data.metrics
+    for split in EVAL_SPLITS:
+        key = "valid/accuracy" if split == "valid" else f"eval/{split}/accuracy"
+        assert key in m, (run.info.run_name, key)
+    assert m["score"] == m["eval/avg_accuracy"] > 0  # some smoke problems are answered right at T=0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_job_ends_finished_with_the_local_metric_names(method, cluster, store, tmp_path):
+    seconds, log = run_job(method, tmp_path / method, cluster, store)
+    print(f"{method}: {seconds:.0f} s")
+    assert "final: " in log
+    client, runs = runs_of(store, f"job-{method}")
+    assert runs and all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(top) == 1, [r.info.run_name for r in runs]
+    check_eval(top[0])
+    assert (tmp_path / method / "final_metrics.json").is_file()
+    steps = range(1, STEPS + 1)
+    if method == "sft":
+        check_training(client, top[0], SFT_METRICS, steps)
+    elif method == "sft_rl":  # one SFT step, then one RL step from its model: two child runs of the parent
+        children = {r.data.tags.get("phase", "rl"): r for r in runs if r is not top[0]}
+        assert set(children) == {"sft", "rl"}, [r.info.run_name for r in runs]
+        check_training(client, children["sft"], SFT_METRICS, [1])
+        check_training(client, children["rl"], RL_METRICS, [1])
+    else:
+        names = RL_METRICS + (GUIDED_METRICS if method in ("trapo", "luffy") else ())
+        names += RELIFT_METRICS if method == "relift" else ()
+        check_training(client, top[0], names, steps)
+        if method == "grpo":
+            assert not any(k.startswith("train/guidance_level") for k in top[0].data.metrics)
