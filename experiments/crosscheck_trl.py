@@ -89,7 +89,8 @@ def run_trl(cfg, lr: float, out_dir: Path) -> dict:
     path = resolve_model_path(cfg.model)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    template = cfg.model.prompt_template or json.loads((path / "trapo_tiny.json").read_text())["prompt_template"]
+    meta = path / "trapo_tiny.json"  # the tiny model's own template; a real LM's chat template is in its tokenizer
+    template = cfg.model.prompt_template or (json.loads(meta.read_text())["prompt_template"] if meta.exists() else None)
     data = load_dataset(cfg.data)
     order = Trainer.__new__(Trainer)  # only its batch order: the same prompts, step by step, as ours
     order.cfg, order.data = cfg, data

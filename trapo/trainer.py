@@ -503,9 +503,16 @@ class Trainer:
 
 def eval_metrics(results: Mapping[str, tuple[dict, list[dict]]]) -> dict[str, float]:
     """A run's final metrics from `evaluation.runner.evaluate_items` results per split: valid/accuracy,
-    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid)."""
+    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid). Where the task's own
+    splits sit beside math benchmarks (`data.eval_benchmarks` on a generated task), eval/avg_accuracy is the task's
+    and eval/benchmark_avg_accuracy the benchmarks' mean."""
+    from evaluation.benchmarks import REGISTRY
+
     out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"]) for n, r in results.items()}
-    accs = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid"]
-    if accs:
-        out["eval/avg_accuracy"] = float(np.mean(accs))
+    task = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid" and n not in REGISTRY]
+    bench = [float(r[0]["accuracy"]) for n, r in results.items() if n in REGISTRY]
+    if task or bench:
+        out["eval/avg_accuracy"] = float(np.mean(task or bench))
+    if task and bench:
+        out["eval/benchmark_avg_accuracy"] = float(np.mean(bench))
     return out

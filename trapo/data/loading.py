@@ -93,6 +93,20 @@ def _synthetic_split(spec: Mapping[str, Any], seed: int, max_value: int, exclude
                                 max_value=max_value)
 
 
+def benchmark_splits(cfg) -> dict[str, list[Item]]:
+    """The math benchmarks named in `data.eval_benchmarks`, each an evaluation split of its own: the first
+    `data.eval_benchmark_n` rows of each (null: all), so a subset is the same rows every time."""
+    names = cfg.get("eval_benchmarks") or []
+    if not names:
+        return {}
+    from evaluation.benchmarks import load_benchmark
+
+    limit = cfg.get("eval_benchmark_n")
+    return {name: [Item(x.question, x.gold, x.solution) for x in
+                   load_benchmark(name, data_dir=cfg.get("eval_data_dir"), limit=int(limit) if limit else None)]
+            for name in names}
+
+
 def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
     kind = cfg["kind"]
     if kind == "synthetic":
@@ -128,20 +142,14 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
         for i, (name, steps) in enumerate(cfg["eval_splits"].items()):
             steps = int(steps["steps"] if hasattr(steps, "get") else steps)
             splits[name] = split({"n": cfg["eval_n"], "min_steps": steps, "max_steps": steps}, seed + 100 + i, seen)
-        return Dataset(train, valid, splits)
+        return Dataset(train, valid, {**splits, **benchmark_splits(cfg)})
     if kind == "jsonl":
         items = load_jsonl_items(cfg["path"], cfg["fields"])
         n_valid = int(cfg.get("valid_n", 0) or 0)
         if not 0 <= n_valid < len(items):
             raise ValueError(f"data.valid_n={n_valid}: must be >= 0 and leave training rows "
                              f"({cfg['path']} has {len(items)})")
-        splits = {}
-        if cfg.get("eval_benchmarks"):
-            from evaluation.benchmarks import load_benchmark
-
-            for name in cfg["eval_benchmarks"]:
-                splits[name] = [Item(x.question, x.answer, x.solution) for x in
-                                load_benchmark(name, data_dir=cfg.get("eval_data_dir"))]
+        splits = benchmark_splits(cfg)
         if not n_valid and not splits:
             log.warning("data=%s: no validation rows (data.valid_n=0) and no benchmarks (data.eval_benchmarks=[]): "
                         "the run trains and never evaluates; set data.valid_n=N to hold out the first N rows, or "

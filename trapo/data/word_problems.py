@@ -50,6 +50,7 @@ THINGS = [
     ("liters of juice", "bottles", "pitchers"), ("pages of notes", "notebooks", "folders"),
 ]
 MAX_VALUE = 500
+MIN_MAX_VALUE = 60   # starts are drawn from [5, 60]
 KINDS = ("add", "sub", "mul", "div", "packs_add", "packs_sub")
 
 
@@ -169,6 +170,8 @@ def make_problem(rng: random.Random, steps: int, max_value: int = MAX_VALUE) -> 
     """One problem of `steps` operations (each one sentence of the question and one paragraph of the solution)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if max_value < MIN_MAX_VALUE:  # a start amount up to 60 must leave some step possible
+        raise ValueError(f"max_value must be >= {MIN_MAX_VALUE}, got {max_value}")
     who = rng.choice(PEOPLE)
     thing = rng.choice(THINGS)
     friend = rng.choice([f for f in FRIENDS if not f.startswith(("her ", "his ")) or f.startswith(who[2] + " ")])

@@ -32,19 +32,36 @@ def check_model_source(model_cfg) -> None:
 
 
 def resolve_model_path(model_cfg) -> Path:
-    """Directory of the model: the tiny model is built (and cached) on first use."""
+    """Directory of the model: the tiny model and a warmed-up model (`model.warmup`) are built (and cached) on
+    first use. A GGUF model without warm-up has no directory: its file's folder is returned."""
+    if model_cfg.get("warmup"):
+        from trapo.models.warmup import build_warm_model
+
+        return build_warm_model(model_cfg, load_base_model, progress=True)
     if model_cfg.kind == "tiny":
         from trapo.models.tiny import build_tiny_model
 
         return build_tiny_model(dict(model_cfg.arch), dict(model_cfg.pretrain), progress=True)
     check_model_source(model_cfg)
+    if model_cfg.kind == "gguf":
+        from trapo.models.gguf import find_gguf
+
+        return find_gguf(model_cfg)[0]
     return Path(str(model_cfg.path))
 
 
 def load_model_and_tokenizer(model_cfg, device: str = "cpu"):
-    """(model, tokenizer, prompt_template) for `kind: tiny | hf | gguf`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer, prompt_template) for `kind: tiny | hf | gguf`, after its warm-up if it has one."""
+    if model_cfg.get("warmup"):
+        path = resolve_model_path(model_cfg)
+        model, tok = _load_hf(str(path), model_cfg, device)
+        return model, tok, model_cfg.get("prompt_template")
+    model, tok, template = load_base_model(model_cfg)
+    return model.to(device).eval(), tok, template
 
+
+def load_base_model(model_cfg, device: str = "cpu"):
+    """(model, tokenizer, prompt_template) of the configured weights themselves (no warm-up)."""
     kind = model_cfg.kind
     template = model_cfg.get("prompt_template")
     if kind == "gguf":
@@ -53,12 +70,18 @@ def load_model_and_tokenizer(model_cfg, device: str = "cpu"):
         model, tok = load_gguf(model_cfg)
         return model.to(device).eval(), tok, template
     check_model_source(model_cfg)
-    path = resolve_model_path(model_cfg)
+    path = Path(str(model_cfg.path)) if kind != "tiny" else resolve_model_path(model_cfg)
     if kind == "tiny":
         from trapo.models.tiny import PROMPT_TEMPLATE
 
         template = template or PROMPT_TEMPLATE
-    src = str(path) if path.exists() else str(model_cfg.hub_id)
+    model, tok = _load_hf(str(path) if path.exists() else str(model_cfg.hub_id), model_cfg, device)
+    return model, tok, template
+
+
+def _load_hf(src: str, model_cfg, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     trust = bool(model_cfg.get("trust_remote_code", False))
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust)
     model = AutoModelForCausalLM.from_pretrained(
@@ -66,4 +89,4 @@ def load_model_and_tokenizer(model_cfg, device: str = "cpu"):
     )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return model.to(device).eval(), tok, template
+    return model.to(device).eval(), tok
