@@ -7,9 +7,10 @@ runs as a user runs it (a subprocess), joining one Ray cluster this module start
 then the final evaluation. The test reads the MLflow store: every run FINISHED, the local engine's metric names at
 every training step, the evaluation metrics (non-zero on smoke: the smoke model answers some problems at T=0).
 
-CI runs `CI_METHODS` (TRAPO: the rollout with guidance, weight sync and the TRAPO loss; sft_rl: OpenRLHF's SFT
-trainer, then an RL job from its model, under one parent run), about two minutes each on a 2-core machine, most of
-it process start-up. TRAPO_OPENRLHF_JOB=all runs all six methods (grpo, luffy, relift and sft besides).
+CI runs `CI_METHODS` (sft_rl: OpenRLHF's SFT trainer, then an RL job from its model, under one parent run) and
+the agreement test (a TRAPO job of one step against the local engine: the rollout with guidance, weight sync, the
+TRAPO loss, the same checks of the store), about two minutes each on a 2-core machine, most of it process start-up;
+TRAPO_OPENRLHF_JOB=all runs the six methods (trapo, grpo, luffy, relift and sft besides) at the smoke budget.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.openrlhf, pytest.mark.slow]
 
 STEPS = 2
 ALL_METHODS = ("trapo", "grpo", "luffy", "relift", "sft", "sft_rl")
-CI_METHODS = ("trapo", "sft_rl")
+CI_METHODS = ("sft_rl",)
 METHODS = ALL_METHODS if os.environ.get("TRAPO_OPENRLHF_JOB") == "all" else CI_METHODS
 
 RL_METRICS = ("train/loss", "train/pg_loss", "train/prefix_loss", "train/reward_mean", "train/reward_all_mean",
@@ -125,3 +126,59 @@ def test_job_ends_finished_with_the_local_metric_names(method, cluster, store, t
         check_training(client, top[0], names, steps)
         if method == "grpo":
             assert not any(k.startswith("train/guidance_level") for k in top[0].data.metrics)
+
+
+# ---- agreement with the local engine ------------------------------------------------------------------------------
+AGREE = ("method=trapo", "preset=smoke", "train.steps=1", "train.prompts_per_step=1", "progress=false")
+EXACT = ("train/reward_mean", "train/reward_all_mean", "train/response_length", "train/zero_signal_frac",
+         *(f"train/guidance_level_{i}" for i in range(4)))
+CLOSE = ("train/loss", "train/pg_loss", "train/prefix_loss", "train/entropy", "train/expert_token_prob",
+         "train/grad_norm")
+
+
+def test_first_step_agrees_with_the_local_engine(cluster, store, tmp_path):
+    """One prompt per step, same seed: the CPU rollout engine draws the step's samples from the local trainer's step
+    generator in the same order, so the first step's samples (their rewards, lengths, guidance levels) are the
+    local engine's, and the update (OpenRLHF's DeepSpeed actor against the local engine) agrees to summation order."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "RAY_ADDRESS": cluster}
+    for engine, extra in (("local", ()), ("openrlhf", ("engine.rollout=cpu",))):
+        cmd = [sys.executable, "experiments/run.py", *AGREE, f"engine={engine}", *extra,
+               f"tracking.experiment=agree-{engine}", f"hydra.run.dir={tmp_path / engine}"]
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{(r.stdout + r.stderr)[-6000:]}"
+    (local,) = runs_of(store, "agree-local")[1]
+    client, (job,) = runs_of(store, "agree-openrlhf")
+    assert job.info.status == "FINISHED"
+    check_training(client, job, RL_METRICS + GUIDED_METRICS, [1])
+    check_eval(job)
+    a, b = local.data.metrics, job.data.metrics
+    print({k: (a[k], b[k]) for k in EXACT + CLOSE + ("eval/avg_accuracy",)})
+    for k in EXACT:
+        assert a[k] == b[k], (k, a[k], b[k])
+    for k in CLOSE:
+        assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    assert b["eval/avg_accuracy"] == pytest.approx(a["eval/avg_accuracy"], abs=1e-9)
+
+
+# ---- inputs that fail before any job starts ------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["row", "model"])
+def test_bad_input_fails_before_ray_starts(bad, tmp_path, monkeypatch):
+    """A malformed data row or a missing model stops the launch before it writes its prompt file or starts the
+    driver (which starts Ray), with the file, line and field (or the config field) named."""
+    from openrlhf_support import compose
+    from trapo.engines.openrlhf import launch
+
+    data = tmp_path / "train.jsonl"
+    good = '{"question": "Mia has 2 eggs. Gets 3 more. How many eggs?", "solution": "2+3=5", "answer": "5"}\n'
+    data.write_text(good + ('{"question": "q", "answer": "1"}\n' if bad == "row" else good))
+    overrides = ["engine=openrlhf", "engine.rollout=cpu", "method=trapo", "data=jsonl", f"data.path={data}"]
+    if bad == "model":
+        overrides += ["model=hf", f"model.path={tmp_path / 'no-model'}"]
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        launch.main(compose(*overrides), tmp_path / "run")
+    want = f"{data}:2:solution" if bad == "row" else f"model.path {tmp_path / 'no-model'}"
+    assert want in str(err.value)
+    assert not started and not (tmp_path / "run" / "openrlhf" / "data" / "prompts.jsonl").exists()

@@ -187,6 +187,7 @@ class AgentExecutor(AgentExecutorBase):
     async def _run(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> list[dict]:
         loop = asyncio.get_running_loop()
         gold = decode_label(label)
+        sampling_params = self._step_seeded(sampling_params, label)
 
         def generate(inputs: list[list[int]], max_new: list[int]) -> list[list[int]]:  # runs in a worker thread
             fut = asyncio.run_coroutine_threadsafe(
@@ -202,6 +203,27 @@ class AgentExecutor(AgentExecutorBase):
                              max_new_tokens=sampling_params.max_tokens)
 
         return await loop.run_in_executor(self._pool, work)
+
+    def _step_seeded(self, sampling_params, label):
+        """engine.rollout=cpu: the group's requests carry the local trainer's rollout seed of the prompt's step
+        (`trapo.data.order.step_seed(seed, step, salt=2)`, the step from the prompt file's row), and the CPU engine
+        samples each seed's requests from one generator of that seed (cpu_rollout.CpuLLM): with one prompt per step
+        the samples are the local engine's. On vLLM a per-request seed would make a group's identical requests
+        identical, so its sampling is left as it is."""
+        if str(self.cfg.engine.get("rollout", "vllm")) != "cpu":
+            return sampling_params
+        try:
+            row = json.loads(label).get("row") if isinstance(label, str) else None
+        except json.JSONDecodeError:
+            row = None
+        if row is None:
+            return sampling_params
+        from trapo.data.order import step_seed
+
+        step = int(self.cfg.engine.get("first_step") or 0) + int(row) // int(self.cfg.train.prompts_per_step)
+        sp = deepcopy(sampling_params)
+        sp.seed = step_seed(int(self.cfg.seed), step, salt=2)
+        return sp
 
     async def _plain(self, prompt_text, label, sampling_params, max_length, hf_tokenizer, llm_engine) -> dict:
         """A prompt without a reference solution (e.g. OpenRLHF's evaluation): one unguided sample."""

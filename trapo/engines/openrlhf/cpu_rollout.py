@@ -158,6 +158,7 @@ class _Request:
     ids: list[int]
     max_tokens: int
     temperature: float
+    seed: int | None
     future: asyncio.Future
 
 
@@ -177,6 +178,7 @@ class CpuLLM:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self.max_model_len = int(max_model_len)
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._seeded: dict[int, torch.Generator] = {}
         self.params = dict(self.model.named_parameters())
         self.sync_group: GlooWeightGroup | None = None
         self.sleeping = False
@@ -205,7 +207,9 @@ class CpuLLM:
         cap = self.max_model_len - len(ids) if sp.max_tokens is None else min(int(sp.max_tokens),
                                                                                self.max_model_len - len(ids))
         loop = asyncio.get_running_loop()
-        req = _Request(ids, max(0, cap), float(sp.temperature), loop.create_future())
+        seed = getattr(sp, "seed", None)
+        req = _Request(ids, max(0, cap), float(sp.temperature), None if seed is None else int(seed),
+                       loop.create_future())
         self._unfinished += 1
         self._pending.append(req)
         if self._batcher is None or self._batcher.done():
@@ -223,12 +227,12 @@ class CpuLLM:
         while self._pending:
             await asyncio.sleep(BATCH_WINDOW_S)
             batch, self._pending = self._pending, []
-            by_temperature: dict[float, list[_Request]] = {}
-            for r in batch:
-                by_temperature.setdefault(r.temperature, []).append(r)
-            for temperature, reqs in by_temperature.items():
+            groups: dict[tuple[float, int | None], list[_Request]] = {}
+            for r in batch:  # in arrival order: a round's inputs arrive in the agent's order
+                groups.setdefault((r.temperature, r.seed), []).append(r)
+            for (temperature, seed), reqs in groups.items():
                 try:
-                    outs = await loop.run_in_executor(None, self._sample, reqs, temperature)
+                    outs = await loop.run_in_executor(None, self._sample, reqs, temperature, seed)
                 except Exception as e:  # every waiting request sees the failure
                     for r in reqs:
                         if not r.future.done():
@@ -238,7 +242,20 @@ class CpuLLM:
                     if not r.future.done():
                         r.future.set_result(out)
 
-    def _sample(self, reqs: list[_Request], temperature: float) -> list[list[int]]:
+    def generator_for(self, seed: int | None):
+        """The engine's generator, or one per request seed (vLLM's SamplingParams.seed): each seed's requests draw
+        from one stream in arrival order, as the local trainer's step generator serves a step's rounds."""
+        import torch
+
+        if seed is None:
+            return self.generator
+        if seed not in self._seeded:
+            if len(self._seeded) >= 64:  # a seed per step: the oldest steps are done
+                self._seeded.pop(next(iter(self._seeded)))
+            self._seeded[seed] = torch.Generator().manual_seed(seed)
+        return self._seeded[seed]
+
+    def _sample(self, reqs: list[_Request], temperature: float, seed: int | None = None) -> list[list[int]]:
         import time
 
         import torch
@@ -248,7 +265,8 @@ class CpuLLM:
         t0 = time.perf_counter()
         with torch.no_grad():
             outs = sample(self.model, [r.ids for r in reqs], max_new_tokens=[r.max_tokens for r in reqs],
-                          eos_id=self.eos_id, pad_id=self.pad_id, temperature=temperature, generator=self.generator)
+                          eos_id=self.eos_id, pad_id=self.pad_id, temperature=temperature,
+                          generator=self.generator_for(seed))
         self.generate_s += time.perf_counter() - t0
         self.samples += len(reqs)
         return outs

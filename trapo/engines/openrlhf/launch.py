@@ -375,9 +375,10 @@ def training_set(cfg, *, needs: str):
     from transformers import AutoTokenizer
 
     from trapo.data.loading import load_dataset
-    from trapo.models.loading import resolve_model_path
+    from trapo.models.loading import check_model_source, resolve_model_path
 
-    items = load_dataset(cfg.data).train
+    check_model_source(cfg.model)  # before the data and before any job starts: names model.path
+    items = load_dataset(cfg.data).train  # a bad row fails here, naming file, line and field
     if not items:
         raise ValueError("the training set is empty")
     missing = sum(1 for it in items if not it.solution)
@@ -549,7 +550,25 @@ def evaluate_job(cfg, model_dir: str | Path, run_dir: str | Path, job_dir: str |
     tracker.log_metrics({**final, **({"score": score} if score is not None else {})}, step=int(cfg.train.steps))
     tracker.finish("FINISHED")
     print("final: " + " ".join(f"{k}={v:.3f}" for k, v in final.items()), flush=True)
+    speed = step_times(tracker.client, run_id)
+    if speed:
+        print(speed, flush=True)
     return final
+
+
+def step_times(client, run_id: str) -> str | None:
+    """One line: mean rollout and update seconds per step of the job's run (OpenRLHF's timing/generation and
+    timing/ppo_train, logged as time/rollout_s and time/update_s), without step 1 when there are more (its update
+    includes DeepSpeed's first-step set-up)."""
+    parts = []
+    for name, what in (("time/rollout_s", "rollout"), ("time/update_s", "update"), ("time/step_s", "step")):
+        hist = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
+        vals = [m.value for m in hist[1:]] or [m.value for m in hist]
+        if vals:
+            parts.append(f"{what} {sum(vals) / len(vals):.2f} s")
+    if not parts:
+        return None
+    return "speed per step (after the first): " + ", ".join(parts)
 
 
 def execute(cfg, launch: Launch, write_data, quiet: tuple[str, ...] = ("prompt file",)) -> None:
