@@ -51,23 +51,26 @@ def first_last(xs: list[float], k: int = 10) -> tuple[float, float]:
     return float(np.mean(xs[:k])), float(np.mean(xs[-k:]))
 
 
-def run_ours(cfg, lr: float, out_dir: Path) -> dict:
+def run_ours(cfg, lr: float, out_dir: Path, resumable: bool = False) -> dict:
+    """Our trainer at `lr`. `resumable`: keep the config's checkpoints and continue from the newest one in
+    `out_dir` (a long run on a real LM, stopped and started again); else one pass without checkpoints."""
     from omegaconf import OmegaConf
 
     from trapo.trainer import Trainer
 
     cfg = cfg.copy()
     OmegaConf.update(cfg, "train.lr", lr)
-    OmegaConf.update(cfg, "resume", "never")
     OmegaConf.update(cfg, "checkpoint.save_final", False)
-    OmegaConf.update(cfg, "checkpoint.every", 0)
+    if not resumable:
+        OmegaConf.update(cfg, "resume", "never")
+        OmegaConf.update(cfg, "checkpoint.every", 0)
     t0 = time.time()
     final = Trainer(cfg, out_dir).run()
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     return {"reward": [r["train/reward_mean"] for r in rows], "eval": final, "seconds": time.time() - t0}
 
 
-def run_trl(cfg, lr: float, out_dir: Path) -> dict:
+def run_trl(cfg, lr: float, out_dir: Path, resumable: bool = False) -> dict:
     """TRL's GRPOTrainer on the trainer's own batches, then our evaluation of the model it trained."""
     import transformers
     from datasets import Dataset
@@ -192,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=10, help="steps per row of the reward table")
     ap.add_argument("--out", default=str(ROOT / "results" / "crosscheck_trl.md"))
     ap.add_argument("--skip", default="", help="comma-separated runs to leave out (ours, ours_lr0, trl)")
+    ap.add_argument("--work", default=None,
+                    help="keep the runs here (default: a temporary folder, removed after): a finished run's result "
+                         "is reused and our runs resume from their checkpoints, so the command can be stopped and "
+                         "run again (hours on preset=smollm2)")
     args = ap.parse_args(argv)
     try:
         import trl  # noqa: F401
@@ -201,21 +208,29 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(Path(tempfile.gettempdir()) / "trapo-crosscheck.db"))
     cfg = compose([f"seed={args.seed}", "progress=false", *args.overrides])
     skip = {s for s in args.skip.split(",") if s}
-    work = Path(tempfile.mkdtemp(prefix="trapo-crosscheck-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="trapo-crosscheck-"))
     results: dict[str, dict] = {}
     try:
         for name, fn, lr in (("ours", run_ours, float(cfg.train.lr)), ("ours_lr0", run_ours, LR_ZERO),
                              ("trl", run_trl, float(cfg.train.lr))):
             if name in skip:
                 continue
-            print(f"[crosscheck] {name}: {cfg.train.steps} steps at lr {lr:g} ...", flush=True)
-            results[name] = fn(cfg, lr, work / name)
+            done = work / f"{name}.json"
+            if args.work and done.exists():
+                results[name] = json.loads(done.read_text())
+                print(f"[crosscheck] {name}: finished before, read from {done}", flush=True)
+            else:
+                print(f"[crosscheck] {name}: {cfg.train.steps} steps at lr {lr:g} ...", flush=True)
+                results[name] = fn(cfg, lr, work / name, resumable=bool(args.work))
+                if args.work:
+                    done.write_text(json.dumps(results[name]))
             a, b = first_last(results[name]["reward"])
             print(f"[crosscheck] {name}: reward first 10 {a:.3f} -> last 10 {b:.3f}; "
                   f"eval avg {results[name]['eval'].get('eval/avg_accuracy', float('nan')):.3f} "
                   f"({results[name]['seconds']:.0f} s)", flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
     command = "python experiments/crosscheck_trl.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(results, cfg, args.window, command.strip())
     print(text)

@@ -29,3 +29,19 @@ def test_crosscheck_smoke_writes_three_curves(tmp_path, monkeypatch):
     assert runs["ours"]["reward"][0] == runs["ours_lr0"]["reward"][0]
     text = out.read_text()
     assert "| 1-2 | " in text and "| rise |" in text and "trl" in text
+
+
+def test_crosscheck_with_a_work_folder_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+    # --work: the hours-long real-LM cross-check can be stopped and run again; a finished run is not redone
+    import crosscheck_trl
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    work, out = tmp_path / "work", tmp_path / "cc.md"
+    args = ["preset=smoke", "train.steps=2", "--skip", "trl", "--work", str(work), "--out", str(out)]
+    assert crosscheck_trl.main(args) == 0
+    first = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert (work / "ours.json").exists() and (work / "ours" / "metrics.jsonl").exists()
+    capsys.readouterr()
+    assert crosscheck_trl.main(args) == 0
+    assert capsys.readouterr().out.count("finished before") == 2
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == first
