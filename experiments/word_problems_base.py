@@ -10,6 +10,7 @@ p/alpha) and their mean p.
 
     python experiments/word_problems_base.py                       # SmolLM2-135M-Instruct, 32 x 2 per cell
     python experiments/word_problems_base.py --n 16 --temps 1.0
+    python experiments/word_problems_base.py preset=smollm2       # the warmed-up base on the 1-2-step problems
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml (default: data=word_problems "
-                                                 "model=smollm2)")
+                                                 "model=smollm2; preset=smollm2: its warmed-up model and task)")
     ap.add_argument("--n", type=int, default=32, help="problems per difficulty")
     ap.add_argument("--samples", type=int, default=2, help="responses per problem and temperature")
     ap.add_argument("--temps", default="1.0,0.6", help="sampling temperatures")
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     from trapo.rewards import all_boxed, build_reward
     from trapo.rollout import tokenize_prompt
 
-    overrides = ["data=word_problems", "model=smollm2", f"data.eval_n={args.n}", *args.overrides]
+    given = {o.split("=")[0] for o in args.overrides}
+    # a preset picks its own data and model (preset=smollm2: the warmed-up model on the 1-2-step problems)
+    defaults = [] if "preset" in given else [d for d in ("data=word_problems", "model=smollm2")
+                                             if d.split("=")[0] not in given]
+    overrides = [*defaults, f"data.eval_n={args.n}", "data.eval_benchmarks=[]", *args.overrides]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     torch.set_num_threads(1)
