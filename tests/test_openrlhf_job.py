@@ -182,3 +182,37 @@ def test_bad_input_fails_before_ray_starts(bad, tmp_path, monkeypatch):
     want = f"{data}:2:solution" if bad == "row" else f"model.path {tmp_path / 'no-model'}"
     assert want in str(err.value)
     assert not started and not (tmp_path / "run" / "openrlhf" / "data" / "prompts.jsonl").exists()
+
+
+# ---- kill -9 after the first checkpoint, then the same command ----------------------------------------------------
+@pytest.mark.skipif(os.environ.get("TRAPO_OPENRLHF_JOB") != "all", reason="about 4 min: TRAPO_OPENRLHF_JOB=all")
+def test_kill_after_first_checkpoint_then_the_same_command_resumes(cluster, store, tmp_path):
+    """The job is killed (SIGKILL to the command and its driver) once OpenRLHF's first checkpoint (step 2 of 4) is
+    on disk; the same command then resumes from it and continues the same MLflow run to FINISHED."""
+    import signal
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "RAY_ADDRESS": cluster, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "experiments/run.py", "engine=openrlhf", "engine.rollout=cpu", "preset=smoke",
+           "method=trapo", "train.steps=4", "checkpoint.every=2", "tracking.experiment=job-resume", "progress=false",
+           f"hydra.run.dir={run_dir}"]
+    latest = run_dir / "openrlhf" / "checkpoints" / "_actor" / "latest"  # DeepSpeed writes it after the states
+    with open(tmp_path / "first.log", "w") as log:
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while not latest.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert latest.exists(), (tmp_path / "first.log").read_text()[-4000:]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    client, (killed,) = runs_of(store, "job-resume")
+    assert killed.info.status == "RUNNING" and "score" not in killed.data.metrics
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-6000:]
+    assert "Loading the checkpoint" in log  # OpenRLHF's own message when it resumes from --ckpt.path
+    client, (run,) = runs_of(store, "job-resume")
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert set(steps_of(client, run, "train/loss")) == {1, 2, 3, 4}
+    check_eval(run)
