@@ -200,20 +200,21 @@ def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     return trainer
 
 
-def policy_actor_class(cfg_data: Mapping[str, Any]):
-    """A Ray actor class for OpenRLHF's `train()` in place of `PolicyModelActor` (shipped by value)."""
+def policy_actor_class(cfg_data: Mapping[str, Any], before_init=None):
+    """A Ray actor class for OpenRLHF's `train()` in place of `PolicyModelActor` (shipped by value); `before_init`
+    runs in the actor's process before OpenRLHF builds its model (`patches.cpu_route_actor_process` on the CPU route;
+    handed in, so that this module does not import patches, which imports it)."""
     import ray
 
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
     class TrapoPolicyModelActor(PolicyModelActor.__ray_actor_class__):
         trapo_config = dict(cfg_data)
+        trapo_before_init = staticmethod(before_init) if before_init is not None else None
 
         def init_model_from_pretrained(self, *args, **kwargs):
-            from trapo.engines.openrlhf import patches
-
-            if patches.cpu_route(self.trapo_config):  # engine.rollout=cpu: fp32, CPU buffer, gloo weight sync
-                patches.cpu_route_actor_process()
+            if self.trapo_before_init is not None:  # engine.rollout=cpu: fp32, CPU buffer, gloo weight sync
+                self.trapo_before_init()
             super().init_model_from_pretrained(*args, **kwargs)
             from trapo.engines.openrlhf.settings import as_config
 

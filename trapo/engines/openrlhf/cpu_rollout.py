@@ -102,11 +102,22 @@ def install_flash_attn_kernels_name() -> bool:
     return True
 
 
+def cpu_cuda_calls() -> None:
+    """OpenRLHF's actor, replay buffer and strategy call torch.cuda unconditionally (current_device for the device of
+    every tensor, empty_cache, synchronize, current_stream); without CUDA these answer for the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    torch.cuda.current_device = lambda: "cpu"
+    torch.cuda.empty_cache = lambda *a, **k: None
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.current_stream = lambda *a, **k: None
+
+
 def setup_worker() -> None:
     """Ray's worker_process_setup_hook on the CPU route: vLLM's names before any OpenRLHF class is unpickled, and
-    OpenRLHF's unconditional torch.cuda calls (`patches.cpu_cuda_calls`) answered for the CPU."""
-    from trapo.engines.openrlhf.patches import cpu_cuda_calls
-
+    OpenRLHF's unconditional torch.cuda calls answered for the CPU."""
     install_vllm_names()
     install_flash_attn_kernels_name()
     cpu_cuda_calls()

@@ -262,7 +262,8 @@ def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) 
 
     if args.train.async_enable:
         raise ValueError("TRAPO's engine runs OpenRLHF synchronously (one on-policy update per batch)")
-    cli.PolicyModelActor = policy_actor_class(cfg_data)
+    cli.PolicyModelActor = policy_actor_class(cfg_data,
+                                              before_init=cpu_route_actor_process if cpu_route(cfg_data) else None)
     ppo_trainer.PPOTrainer = ppo_trainer_class(cfg_data)
     runtime_env = driver_runtime_env(env)
     if cpu_route(cfg_data):
@@ -313,19 +314,6 @@ def cpu_worker_setup_hook() -> str:
     from trapo.engines.openrlhf.cpu_rollout import WORKER_SETUP_HOOK
 
     return WORKER_SETUP_HOOK
-
-
-def cpu_cuda_calls() -> None:
-    """OpenRLHF's actor, replay buffer and strategy call torch.cuda unconditionally (current_device for the device of
-    every tensor, empty_cache, synchronize, current_stream); without CUDA these answer for the CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    torch.cuda.current_device = lambda: "cpu"
-    torch.cuda.empty_cache = lambda *a, **k: None
-    torch.cuda.synchronize = lambda *a, **k: None
-    torch.cuda.current_stream = lambda *a, **k: None
 
 
 def cpu_route_driver(cli, args, cfg_data: Mapping[str, Any]) -> None:
@@ -470,7 +458,7 @@ def fp32_param_dtype() -> None:
 def cpu_route_sft_process(args) -> None:
     """engine.rollout=cpu for OpenRLHF's SFT trainer (one process, no Ray): the names its imports need without
     CUDA, torch.cuda answered for the CPU, fp32 (its strategy: `cpu_strategy_class`, set by the SFT entry)."""
-    from trapo.engines.openrlhf.cpu_rollout import install_flash_attn_kernels_name, install_vllm_names
+    from trapo.engines.openrlhf.cpu_rollout import cpu_cuda_calls, install_flash_attn_kernels_name, install_vllm_names
 
     install_vllm_names()
     install_flash_attn_kernels_name()
