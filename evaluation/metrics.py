@@ -57,6 +57,16 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
     return float(lo), float(hi)
 
 
+def proportion_ci(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of an accuracy over `n` problems scored once each (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    ci = binomtest(int(round(accuracy * n)), n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def default_ks(n: int) -> list[int]:
     """1, 2, 4, ... up to n, and n itself."""
     ks, k = [], 1

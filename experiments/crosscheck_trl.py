@@ -147,7 +147,41 @@ def run_trl(cfg, lr: float, out_dir: Path, resumable: bool = False) -> dict:
     return {"reward": curve, "eval": final, "seconds": time.time() - t0}
 
 
+def split_sizes(cfg) -> dict[str, int]:
+    """Problems per evaluation split (valid included), for the intervals."""
+    from trapo.data.loading import load_dataset
+
+    data = load_dataset(cfg.data)
+    return {"valid": len(data.valid), **{k: len(v) for k, v in data.eval_splits.items()}}
+
+
+def plot(results: dict[str, dict], path: Path, title: str, smooth: int = 5) -> None:
+    """The training reward of each run, step by step and as a moving mean of `smooth` steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, r in results.items():
+        y = np.asarray(r["reward"], dtype=float)
+        x = np.arange(1, len(y) + 1)
+        line, = ax.plot(x, y, alpha=0.25)
+        k = min(smooth, len(y))
+        if k:
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color=line.get_color(), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training reward (unguided samples)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
+    from evaluation.metrics import proportion_ci
+
     names = list(results)
     steps = max(len(r["reward"]) for r in results.values())
     lines = ["# Cross-check: our GRPO vs TRL's GRPOTrainer vs no learning", "",
@@ -169,12 +203,21 @@ def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
     lines.append("| first 10 steps | " + " | ".join(f"{fl[n][0]:.3f}" for n in names) + " |")
     lines.append("| last 10 steps | " + " | ".join(f"{fl[n][1]:.3f}" for n in names) + " |")
     lines.append("| rise | " + " | ".join(f"{fl[n][1] - fl[n][0]:+.3f}" for n in names) + " |")
-    keys = sorted({k for r in results.values() for k in r["eval"]}, key=lambda k: (k == "eval/avg_accuracy", k))
+    keys = sorted({k for r in results.values() for k in r["eval"]}, key=lambda k: (k.endswith("avg_accuracy"), k))
+    sizes = split_sizes(cfg)
     lines += ["", "## Evaluation accuracy after training (greedy)" if float(cfg.eval.temperature) == 0 else
               "## Evaluation accuracy after training", "",
-              "| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+              "[95% Wilson interval over the split's problems, one sample each]", "",
+              "| split | problems | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(f"{results[n]['eval'].get(k, float('nan')):.3f}" for n in names) + " |")
+        split = k.split("/")[1] if k.count("/") == 2 else None
+        n_items = sizes.get(split)
+        cells = []
+        for n in names:
+            acc = results[n]["eval"].get(k, float("nan"))
+            ci = proportion_ci(acc, n_items) if n_items and np.isfinite(acc) else None
+            cells.append(f"{acc:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        lines.append(f"| {k} | {n_items or ''} | " + " | ".join(cells) + " |")
     lines += ["", "Wall time (s): " + ", ".join(f"{n} {results[n]['seconds']:.0f}" for n in names), ""]
     return "\n".join(lines)
 
@@ -237,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    plot(results, out.with_suffix(".png"), f"preset {cfg.preset_name}, seed {cfg.seed}: {', '.join(results)}")
     out.with_suffix(".json").write_text(json.dumps({"config": {"preset": cfg.preset_name, "seed": int(cfg.seed),
                                                                "lr": float(cfg.train.lr), "steps": int(cfg.train.steps)},
                                                     "runs": results}, indent=1))

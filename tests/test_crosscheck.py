@@ -45,3 +45,22 @@ def test_crosscheck_with_a_work_folder_reuses_finished_runs(tmp_path, monkeypatc
     assert crosscheck_trl.main(args) == 0
     assert capsys.readouterr().out.count("finished before") == 2
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == first
+
+
+def test_report_gives_each_accuracy_its_interval_and_plots_the_curves(tmp_path):
+    import crosscheck_trl
+    from hydra import compose, initialize_config_dir
+    from scipy.stats import binomtest
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["preset=smoke", "method=grpo"])
+    n = cfg.data.eval_n
+    results = {"ours": {"reward": [0.1, 0.2, 0.3, 0.4], "eval": {"eval/steps1/accuracy": 4 / n,
+                                                                    "eval/avg_accuracy": 4 / n}, "seconds": 1.0},
+               "ours_lr0": {"reward": [0.1, 0.1, 0.1, 0.1], "eval": {"eval/steps1/accuracy": 0.0,
+                                                                      "eval/avg_accuracy": 0.0}, "seconds": 1.0}}
+    text = crosscheck_trl.report(results, cfg, window=2, command="x")
+    ci = binomtest(4, n).proportion_ci(method="wilson")
+    assert f"| eval/steps1/accuracy | {n} | {4 / n:.3f} [{ci.low:.2f}, {ci.high:.2f}] | 0.000 [0.00," in text
+    crosscheck_trl.plot(results, tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").stat().st_size > 1000
