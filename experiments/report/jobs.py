@@ -36,7 +36,9 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
             "method.runner",  # which module trains a method follows from its name (baselines/)
             # how the update is cut into forward/backward passes: memory, not the objective (the gradient is the
             # same up to float summation order, tests/test_local_engine.py), so runs made before they existed count
-            "train.micro_batch_tokens", "train.logits_chunk_tokens", "train.gradient_checkpointing")
+            "train.micro_batch_tokens", "train.logits_chunk_tokens", "train.gradient_checkpointing",
+            # read only through engine.max_prompt_len (openrlhf), which the hash covers resolved
+            "model.max_prompt_len")
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
 HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
