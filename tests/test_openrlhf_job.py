@@ -29,7 +29,7 @@ require_openrlhf()
 pytestmark = [pytest.mark.openrlhf, pytest.mark.slow]
 
 STEPS = 2
-ALL_METHODS = ("trapo", "grpo", "luffy", "relift", "sft", "sft_rl")
+ALL_METHODS = ("trapo", "grpo", "luffy", "relift", "sft", "sft_rl", "trapo@zero3")  # @zero3: engine.zero_stage=3
 CI_METHODS = ("sft_rl",)
 METHODS = ALL_METHODS if os.environ.get("TRAPO_OPENRLHF_JOB") == "all" else CI_METHODS
 
@@ -62,12 +62,13 @@ def store(tmp_path_factory):
     return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
 
 
-def run_job(method: str, run_dir: Path, address: str, store: Path) -> tuple[float, str]:
+def run_job(name: str, run_dir: Path, address: str, store: Path) -> tuple[float, str]:
     env = {**os.environ, "RAY_ADDRESS": address, "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
+    method, _, zero = name.partition("@zero")
     cmd = [sys.executable, "experiments/run.py", "engine=openrlhf", "engine.rollout=cpu", "preset=smoke",
-           f"method={method}", f"train.steps={STEPS}", f"tracking.experiment=job-{method}", "progress=false",
-           f"hydra.run.dir={run_dir}"]
+           f"method={method}", f"train.steps={STEPS}", f"tracking.experiment=job-{name}", "progress=false",
+           f"hydra.run.dir={run_dir}", *([f"engine.zero_stage={zero}"] if zero else [])]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     log = r.stdout + r.stderr
@@ -101,17 +102,18 @@ def check_eval(run) -> None:
     assert m["score"] == m["eval/avg_accuracy"] > 0  # some smoke problems are answered right at T=0
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_job_ends_finished_with_the_local_metric_names(method, cluster, store, tmp_path):
-    seconds, log = run_job(method, tmp_path / method, cluster, store)
-    print(f"{method}: {seconds:.0f} s")
+@pytest.mark.parametrize("name", METHODS)
+def test_job_ends_finished_with_the_local_metric_names(name, cluster, store, tmp_path):
+    seconds, log = run_job(name, tmp_path / "run", cluster, store)
+    print(f"{name}: {seconds:.0f} s")
     assert "final: " in log
-    client, runs = runs_of(store, f"job-{method}")
+    method = name.partition("@")[0]
+    client, runs = runs_of(store, f"job-{name}")
     assert runs and all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(top) == 1, [r.info.run_name for r in runs]
     check_eval(top[0])
-    assert (tmp_path / method / "final_metrics.json").is_file()
+    assert (tmp_path / "run" / "final_metrics.json").is_file()
     steps = range(1, STEPS + 1)
     if method == "sft":
         check_training(client, top[0], SFT_METRICS, steps)
