@@ -148,7 +148,11 @@ class Trainer:
                                   lr=float(cfg.train.sft_lr if first_sft else cfg.train.lr),
                                   weight_decay=float(cfg.train.weight_decay), grad_clip=float(cfg.train.grad_clip),
                                   micro_batch_size=int(cfg.train.micro_batch_size), device=device,
-                                  warmup_steps=int(cfg.train.get("warmup_steps", 0) or 0))
+                                  warmup_steps=int(cfg.train.get("warmup_steps", 0) or 0),
+                                  micro_batch_tokens=cfg.train.micro_batch_tokens,
+                                  logits_chunk_tokens=(1 << 30 if cfg.train.logits_chunk_tokens is None
+                                                       else int(cfg.train.logits_chunk_tokens)),
+                                  gradient_checkpointing=bool(cfg.train.gradient_checkpointing))
         self._prompt_cache: dict[int, Prompt] = {}
         self._warned_long_solution = False
         from trapo.relift import LocalRelift
