@@ -127,32 +127,41 @@ def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> lis
     return losses
 
 
+def build_cached(path: Path, build) -> Path:
+    """`path`, a model directory in the cache: if it is not there, `build(tmp)` writes the model into a temporary
+    folder, which then becomes `path` at once (a half-built model is never seen as cached). A lock keeps two
+    processes from building the same model."""
+    if (path / "model.safetensors").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same model
+        if (path / "model.safetensors").exists():
+            return path
+        tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        os.replace(tmp, path)
+    return path
+
+
 def build_tiny_model(arch: dict, pretrain_cfg: dict, root: Path | None = None, progress: bool = True) -> Path:
     """Path of the cached tiny base model, building (and pretraining) it first if needed."""
     from transformers import LlamaForCausalLM
 
     arch, pretrain_cfg = plain(arch), plain(pretrain_cfg)
     root = Path(root) if root is not None else cache_root() / "models"
-    key = cache_key(arch, pretrain_cfg)
-    path = root / f"tiny-{key}"
-    if (path / "model.safetensors").exists():
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".tiny-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same model
-        if (path / "model.safetensors").exists():
-            return path
+
+    def build(tmp: Path) -> None:
         t0 = time.time()
         torch.manual_seed(int(pretrain_cfg["seed"]))
         tokenizer = build_char_tokenizer()
         model = LlamaForCausalLM(_model_config(dict(arch), tokenizer)).float()
         losses = pretrain(model, tokenizer, dict(pretrain_cfg), progress=progress)
-        tmp = root / f".tmp-tiny-{key}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         meta = {"arch": dict(arch), "pretrain": dict(pretrain_cfg), "final_loss": losses[-1],
                 "build_seconds": round(time.time() - t0, 1), "prompt_template": PROMPT_TEMPLATE}
         (tmp / "trapo_tiny.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path)  # atomic: a half-built model is never seen as cached
-    return path
+
+    return build_cached(root / f"tiny-{cache_key(arch, pretrain_cfg)}", build)

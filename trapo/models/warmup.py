@@ -19,12 +19,9 @@ at once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trapo.data import word_problems as wp
-from trapo.models.tiny import cache_root, plain
+from trapo.models.tiny import build_cached, cache_root, plain
 
 _SIGN = {"add": "+", "sub": "-", "mul": "*", "div": "/", "packs_add": "+", "packs_sub": "-"}
 
@@ -109,15 +106,8 @@ def build_warm_model(model_cfg, load_base, root: Path | None = None, progress: b
 
     recipe = plain(model_cfg.warmup)
     root = Path(root) if root is not None else cache_root() / "models"
-    key = cache_key(model_cfg)
-    path = root / f"warm-{key}"
-    if (path / "model.safetensors").exists():
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".warm-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same model
-        if (path / "model.safetensors").exists():
-            return path
+
+    def build(tmp: Path) -> None:
         t0 = time.time()
         torch.manual_seed(int(recipe["seed"]))
         model, tok, template = load_base(model_cfg)
@@ -130,12 +120,10 @@ def build_warm_model(model_cfg, load_base, root: Path | None = None, progress: b
                          batch_size=int(recipe["batch_size"]), lr=float(recipe["lr"]), seed=int(recipe["seed"]),
                          warmup_steps=int(recipe["warmup_steps"]), desc=f"warming up {model_cfg.name}",
                          progress=progress)
-        tmp = root / f".tmp-warm-{key}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         meta = {"base": _base_identity(model_cfg), "warmup": recipe, "losses": [round(x, 4) for x in losses],
                 "build_seconds": round(time.time() - t0, 1)}
         (tmp / "trapo_warmup.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path)  # atomic: a half-built model is never seen as cached
-    return path
+
+    return build_cached(root / f"warm-{cache_key(model_cfg)}", build)
