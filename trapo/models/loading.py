@@ -70,10 +70,11 @@ def load_base_model(model_cfg, device: str = "cpu"):
         model, tok = load_gguf(model_cfg)
         return model.to(device).eval(), tok, template
     check_model_source(model_cfg)
-    path = Path(str(model_cfg.path)) if kind != "tiny" else resolve_model_path(model_cfg)
-    if kind == "tiny":
-        from trapo.models.tiny import PROMPT_TEMPLATE
+    path = Path(str(model_cfg.get("path")))
+    if kind == "tiny":  # built here, not through resolve_model_path: that would return this model's warm-up
+        from trapo.models.tiny import PROMPT_TEMPLATE, build_tiny_model
 
+        path = build_tiny_model(dict(model_cfg.arch), dict(model_cfg.pretrain), progress=True)
         template = template or PROMPT_TEMPLATE
     model, tok = _load_hf(str(path) if path.exists() else str(model_cfg.hub_id), model_cfg, device)
     return model, tok, template
