@@ -100,23 +100,32 @@ def pretrain(model, tokenizer, pretrain_cfg: dict, progress: bool = True) -> lis
         direct_error_frac=float(pretrain_cfg.get("direct_error_frac", 0.0)),
     )
     examples = [encode_example(tokenizer, q, response) for q, response in corpus]
-    opt = torch.optim.AdamW(model.parameters(), lr=float(pretrain_cfg["lr"]), weight_decay=0.0)
-    steps, bs = int(pretrain_cfg["steps"]), int(pretrain_cfg["batch_size"])
+    return sft_fit(model, examples, tokenizer.pad_token_id, steps=int(pretrain_cfg["steps"]),
+                   batch_size=int(pretrain_cfg["batch_size"]), lr=float(pretrain_cfg["lr"]), seed=rng_seed,
+                   warmup_steps=50, desc="pretraining tiny base model", progress=progress)
+
+
+def sft_fit(model, examples: list[tuple[list[int], int]], pad_id: int, *, steps: int, batch_size: int, lr: float,
+            seed: int, warmup_steps: int, desc: str, progress: bool = True) -> list[float]:
+    """Plain SFT: AdamW, linear warm-up then linear decay (floor 5%), clip 1.0, loss on the tokens after each
+    example's prompt. `examples` are (prompt + answer ids, prompt length). Returns the loss per step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps)
-    )
-    rng = random.Random(rng_seed)
+        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * max(0.05, 1 - s / steps))
+    rng = random.Random(seed)
     losses = []
     model.train()
-    for _ in tqdm(range(steps), desc="pretraining tiny base model", disable=not progress):
-        batch = rng.sample(examples, bs)
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        batch = rng.sample(examples, batch_size)
         width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((bs, width), tokenizer.pad_token_id)
-        labels = torch.full((bs, width), -100)
+        ids = torch.full((batch_size, width), pad_id)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
         for i, (seq, plen) in enumerate(batch):
             ids[i, : len(seq)] = torch.tensor(seq)
             labels[i, plen : len(seq)] = torch.tensor(seq[plen:])
-        out = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=labels)
+            mask[i, : len(seq)] = 1
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

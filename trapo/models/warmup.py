@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from trapo.data import word_problems as wp
-from trapo.models.tiny import build_cached, cache_root, plain
+from trapo.models.tiny import build_cached, cache_root, plain, sft_fit
 
 _SIGN = {"add": "+", "sub": "-", "mul": "*", "div": "/", "packs_add": "+", "packs_sub": "-"}
 
@@ -50,37 +48,6 @@ def terse_solution(problem: wp.Problem) -> str:
 def warmup_problems(recipe: dict) -> list[wp.Problem]:
     return wp.make_split(int(recipe["n_problems"]), int(recipe["min_steps"]), int(recipe["max_steps"]),
                          seed=int(recipe["seed"]), max_value=int(recipe["max_value"]))
-
-
-def sft_fit(model, examples: list[tuple[list[int], int]], pad_id: int, *, steps: int, batch_size: int, lr: float,
-            seed: int, warmup_steps: int, desc: str, progress: bool = True) -> list[float]:
-    """Plain SFT: AdamW, linear warm-up then linear decay (floor 5%), clip 1.0, loss on the tokens after each
-    example's prompt. `examples` are (prompt + answer ids, prompt length). Returns the loss per step."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup_steps) * max(0.05, 1 - s / steps))
-    rng = random.Random(seed)
-    losses = []
-    model.train()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress):
-        batch = rng.sample(examples, batch_size)
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((batch_size, width), pad_id)
-        labels = torch.full((batch_size, width), -100)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, (seq, plen) in enumerate(batch):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, plen : len(seq)] = torch.tensor(seq[plen:])
-            mask[i, : len(seq)] = 1
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-    model.eval()
-    return losses
 
 
 def _base_identity(model_cfg) -> dict:
