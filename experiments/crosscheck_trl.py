@@ -46,6 +46,33 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=["method=grpo", *overrides])
 
 
+def fingerprint(cfg) -> str:
+    """The config a run's result depends on, less train.lr (each run sets its own): a result kept in --work is
+    reused only for the same fingerprint (the lr ~ 0 control is reused when only the learning rate or thread count changes)."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(cfg, resolve=True)
+    d["train"].pop("lr", None)
+    d["engine"].pop("num_threads", None)  # the update is bitwise the same on any thread count (tests/test_local_engine.py)
+    d.pop("progress", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim_run_folder(folder: Path, want: str, lr: float) -> None:
+    """A stopped run resumes from its checkpoints only under the config it started with."""
+    mark = folder / "crosscheck_run.json"
+    if mark.exists():
+        kept = json.loads(mark.read_text())
+        if (kept["fingerprint"], kept["lr"]) != (want, lr):
+            raise SystemExit(f"{folder}: a stopped run of another config ({kept} != fingerprint {want}, lr {lr}): "
+                             "use another --work folder, or delete this one to start the run again")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps({"fingerprint": want, "lr": lr}))
+
+
 def first_last(xs: list[float], k: int = 10) -> tuple[float, float]:
     k = max(1, min(k, len(xs) // 2))
     return float(np.mean(xs[:k])), float(np.mean(xs[-k:]))
@@ -251,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + str(Path(tempfile.gettempdir()) / "trapo-crosscheck.db"))
     cfg = compose([f"seed={args.seed}", "progress=false", *args.overrides])
     skip = {s for s in args.skip.split(",") if s}
+    want = fingerprint(cfg)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="trapo-crosscheck-"))
     results: dict[str, dict] = {}
     try:
@@ -261,10 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             done = work / f"{name}.json"
             if args.work and done.exists():
                 results[name] = json.loads(done.read_text())
+                kept = (results[name].get("fingerprint"), results[name].get("lr"))
+                if kept != (want, lr):
+                    raise SystemExit(f"{done}: a run of another config (fingerprint, lr {kept} != {(want, lr)}): "
+                                     f"use another --work folder, or delete {done} and {work / name} to rerun it")
                 print(f"[crosscheck] {name}: finished before, read from {done}", flush=True)
             else:
+                if args.work:
+                    claim_run_folder(work / name, want, lr)
                 print(f"[crosscheck] {name}: {cfg.train.steps} steps at lr {lr:g} ...", flush=True)
-                results[name] = fn(cfg, lr, work / name, resumable=bool(args.work))
+                results[name] = {**fn(cfg, lr, work / name, resumable=bool(args.work)), "fingerprint": want, "lr": lr}
                 if args.work:
                     done.write_text(json.dumps(results[name]))
             a, b = first_last(results[name]["reward"])

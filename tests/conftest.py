@@ -25,9 +25,17 @@ def one_thread():
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need a CUDA device: skipped with the reason where there is none (CPU machines, CI)."""
+    """`extended` tests repeat what a CI-run test already covers on another case, for minutes: skipped with the
+    reason unless TRAPO_EXTENDED_TESTS=1 (CI's budget). `gpu` tests need a CUDA device: skipped with the reason
+    where there is none (CPU machines, CI)."""
     import torch
 
+    if os.environ.get("TRAPO_EXTENDED_TESTS") != "1":
+        extended = pytest.mark.skip(reason="extended case (minutes; a CI-run test covers its code path on another "
+                                           "case): TRAPO_EXTENDED_TESTS=1 runs it")
+        for item in items:
+            if "extended" in item.keywords:
+                item.add_marker(extended)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason=f"needs a CUDA device (torch {torch.__version__}: none available); "

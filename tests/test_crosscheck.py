@@ -64,3 +64,18 @@ def test_report_gives_each_accuracy_its_interval_and_plots_the_curves(tmp_path):
     assert f"| eval/steps1/accuracy | {n} | {4 / n:.3f} [{ci.low:.2f}, {ci.high:.2f}] | 0.000 [0.00," in text
     crosscheck_trl.plot(results, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_work_folder_reuses_a_run_only_under_the_config_it_ran_with(tmp_path):
+    """--work reuses a finished run's result and resumes a stopped one: only for the same config, less the
+    learning rate and thread count (the lr ~ 0 control serves every lr); another config is refused by name."""
+    from experiments.crosscheck_trl import claim_run_folder, compose, fingerprint
+
+    base = fingerprint(compose(["preset=smoke", "seed=0"]))
+    assert fingerprint(compose(["preset=smoke", "seed=0", "train.lr=3e-6", "engine.num_threads=2"])) == base
+    assert fingerprint(compose(["preset=smoke", "seed=1"])) != base
+    assert fingerprint(compose(["preset=smoke", "seed=0", "train.prompts_per_step=8"])) != base
+    claim_run_folder(tmp_path / "ours", base, 2e-5)
+    claim_run_folder(tmp_path / "ours", base, 2e-5)  # the same run, started again: resumes
+    with pytest.raises(SystemExit, match="another config"):
+        claim_run_folder(tmp_path / "ours", base, 3e-6)
