@@ -8,8 +8,12 @@ TRAPO trainer (`trapo.trainer.Trainer`, or its OpenRLHF launch). `experiments/ru
             (`openrlhf.cli.train_sft` under DeepSpeed, baselines/openrlhf_sft.py), tracked in MLflow
     sft_rl  local: SFT then GRPO from its weights in one run        openrlhf: that SFT launch, then the RL launch
             from its output directory, one MLflow parent run with the two as children
-    relift  local: the trainer with ReLIFT's hook (trapo/relift.py)  openrlhf: the RL launch; the TRAPO actor runs
-            the SFT step on the hardest questions (trapo/engines/openrlhf/relift.py)
+    relift  local: the trainer with ReLIFT's step hook             openrlhf: the RL launch; the TRAPO actor runs
+            (baselines/relift/local.py)                            ReLIFT's actor hook, the SFT step on the
+                                                                   hardest questions (baselines/relift/openrlhf.py)
+
+A runner's step hooks (trapo/hooks.py) are how a method adds work around the RL step on either engine: the
+trainer and the actor run what they are handed and name no baseline. `hooks_for(cfg)` gives a method's local hooks.
 
 Dependency direction: evaluation <- trapo <- baselines <- experiments (trapo never imports this package).
 """
@@ -22,7 +26,7 @@ from baselines.common import RunContext
 
 RUNNERS = ("sft", "sft_rl", "relift")
 
-__all__ = ["RUNNERS", "RunContext", "runner_for", "run"]
+__all__ = ["RUNNERS", "RunContext", "hooks_for", "runner_for", "run"]
 
 
 def runner_for(cfg):
@@ -33,6 +37,12 @@ def runner_for(cfg):
     if name not in RUNNERS:
         raise ValueError(f"config method.runner: unknown runner {name!r}; one of {', '.join(RUNNERS)}")
     return importlib.import_module(f"baselines.{name}")
+
+
+def hooks_for(cfg) -> tuple:
+    """The local trainer's step hooks of the config's method (its runner's `LOCAL_HOOKS`; none for most)."""
+    runner = runner_for(cfg)
+    return tuple(getattr(runner, "LOCAL_HOOKS", ())) if runner is not None else ()
 
 
 def run(cfg, ctx: RunContext) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 
 @dataclass
@@ -18,12 +18,13 @@ class RunContext:
     source: str = "experiments/run.py"
 
 
-def train_local(cfg, ctx: RunContext) -> dict[str, float]:
-    """The run on the local engine: the TRAPO trainer runs every phase of the method (SFT, RL, ReLIFT's hook)."""
+def train_local(cfg, ctx: RunContext, hooks: Sequence[type] = ()) -> dict[str, float]:
+    """The run on the local engine: the TRAPO trainer runs every phase of the method (SFT, RL), with the runner's
+    step hooks (trapo/hooks.py) after its RL steps."""
     from trapo.trainer import Trainer
 
     return Trainer(cfg, ctx.output_dir, callbacks=ctx.callbacks, tags=ctx.tags, overrides=ctx.overrides,
-                   source=ctx.source, command=ctx.command, resume_hint=ctx.resume_hint).run()
+                   source=ctx.source, command=ctx.command, resume_hint=ctx.resume_hint, hooks=hooks).run()
 
 
 def engine_name(cfg) -> str:
@@ -33,12 +34,18 @@ def engine_name(cfg) -> str:
     return name
 
 
-def run_on_engine(cfg, ctx: RunContext, openrlhf_module: str) -> dict[str, float]:
-    """engine=local: the TRAPO trainer; engine=openrlhf: `openrlhf_module.main(cfg, run_dir)` (the dry run or the
-    launch; its metrics reach MLflow from the cluster, so nothing is returned here)."""
+def run_on_engine(cfg, ctx: RunContext, openrlhf_module: str, local_hooks: Sequence[type] = (),
+                  actor_hooks: Sequence[str] = ()) -> dict[str, float]:
+    """engine=local: the TRAPO trainer with `local_hooks`; engine=openrlhf: `openrlhf_module.main(cfg, run_dir)` (the
+    dry run or the launch; its metrics reach MLflow from the cluster, so nothing is returned here), whose actor
+    imports `actor_hooks` ("module:Class") in its Ray worker."""
     if engine_name(cfg) == "local":
-        return train_local(cfg, ctx)
+        return train_local(cfg, ctx, hooks=local_hooks)
     import importlib
 
-    importlib.import_module(openrlhf_module).main(cfg, ctx.output_dir)
+    module = importlib.import_module(openrlhf_module)
+    if actor_hooks:
+        module.main(cfg, ctx.output_dir, actor_hooks=tuple(actor_hooks))
+    else:
+        module.main(cfg, ctx.output_dir)
     return {}

@@ -251,3 +251,18 @@ def test_the_rl_step_glue_is_one_module(graph):
     modules = find_modules(ROOT, ("trapo", "experiments"))
     computing = sorted(m for m, path in modules.items() if calls_of(path, {"group_advantages"}))
     assert computing == ["trapo.rl_step"]
+
+
+def test_the_trainer_and_the_actor_name_no_baseline():
+    """A baseline plugs into the RL step through step hooks (trapo/hooks.py) its runner hands over: the TRAPO trainer
+    and the OpenRLHF actor neither import baselines/ nor name a baseline runner (sft is also a phase of the trainer)."""
+    from baselines import RUNNERS
+
+    words = {r for r in RUNNERS if r != "sft"} | {"baselines"}
+    for rel in ("trapo/trainer.py", "trapo/engines/openrlhf/actor.py"):
+        text = (ROOT / rel).read_text().lower()
+        named = sorted(w for w in words if w in text)
+        assert named == [], f"{rel} names {named}"
+    nothing_above = {m for m, ts in import_graph(ROOT).items() if layer_of(m) == "trapo" for t in ts
+                     if layer_of(t) == "baselines"}
+    assert nothing_above == set()

@@ -52,3 +52,22 @@ def test_final_model_dir(tmp_path):
         str(tmp_path.resolve() / "openrlhf" / "final")  # the RL phase's, not the SFT phase's (openrlhf/sft/final)
     assert baselines.final_model_dir(cfg("method=grpo", "preset=paper"), tmp_path) == \
         str(tmp_path.resolve() / "openrlhf" / "final")
+
+
+def test_a_method_block_no_hook_reads_is_refused(tmp_path):
+    """method=relift's block is read by ReLIFT's step hooks only: the trainer or the OpenRLHF launch without them
+    refuses the run (before: the trainer built ReLIFT itself; a trainer that ignored the block would train GRPO)."""
+    from baselines import hooks_for
+    from baselines.relift import ACTOR_HOOKS
+    from trapo.engines.openrlhf.launch import build_launch
+    from trapo.trainer import Trainer
+
+    c = cfg("method=relift", "preset=smoke")
+    with pytest.raises(ValueError, match="method.relift .*no hook of this run reads it"):
+        Trainer(c, tmp_path / "local")
+    assert [h.__name__ for h in Trainer(c, tmp_path / "local", hooks=hooks_for(c)).hook_classes] == ["LocalRelift"]
+    o = cfg("method=relift", "preset=smoke", "engine=openrlhf")
+    with pytest.raises(ValueError, match="method.relift .*no hook of this run reads it"):
+        build_launch(o, tmp_path / "orl")
+    assert build_launch(o, tmp_path / "orl", actor_hooks=ACTOR_HOOKS).env["TRAPO_OPENRLHF_ACTOR_HOOKS"] == ACTOR_HOOKS[0]
+    assert hooks_for(cfg("method=grpo", "preset=smoke")) == ()

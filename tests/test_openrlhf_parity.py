@@ -103,9 +103,9 @@ def recorded_clip_grads():
         torch.nn.utils.clip_grad_norm_ = clip
 
 
-def launch_args(cfg, run_dir, model_dir):
+def launch_args(cfg, run_dir, model_dir, actor_hooks=()):
     """The launcher's OpenRLHF flags for cfg (model flag -> model_dir), parsed and checked by OpenRLHF."""
-    launch = launch_mod.build_launch(cfg, str(run_dir))
+    launch = launch_mod.build_launch(cfg, str(run_dir), actor_hooks=actor_hooks)
     argv = [a if a != launch.flags[0].value else str(model_dir) for a in launch.openrlhf_argv]
     return patches.parse_openrlhf_args(argv)
 
@@ -117,9 +117,9 @@ def dist_env(port: int, local_rank: str = "-1") -> None:
         os.environ[k] = v
 
 
-def actor_trainer(strategy, args, model, tok, cfg, shims=None):
+def actor_trainer(strategy, args, model, tok, cfg, shims=None, hooks=()):
     """OpenRLHF's Actor and ActorPPOTrainer around `model`, prepared by `strategy` as
-    PolicyModelActor.init_model_from_pretrained does, then adopted by TRAPO's actor."""
+    PolicyModelActor.init_model_from_pretrained does, then adopted by TRAPO's actor (with step-hook classes `hooks`)."""
     actor = models_mod.Actor(model)
     actor.packing_samples = args.ds.packing_samples  # set by Actor(path); Actor(module) leaves it unset
     actor_cfg = dict(optim=args.actor.optim, muon=vars(args.actor.muon), adam=vars(args.actor.adam),
@@ -130,7 +130,7 @@ def actor_trainer(strategy, args, model, tok, cfg, shims=None):
         trainer = ppo_actor.ActorPPOTrainer(strategy, actor, ema_model=None, actor_optim=optim, actor_scheduler=sched,
                                             micro_train_batch_size=args.train.micro_batch_size, tokenizer=tok,
                                             eps_clip=args.actor.eps_clip, vllm_engines=None)
-    actor_mod.adopt(trainer, cfg)  # what TrapoPolicyModelActor does after OpenRLHF built the trainer
+    actor_mod.adopt(trainer, cfg, hooks)  # what TrapoPolicyModelActor does after OpenRLHF built the trainer
     return actor, trainer
 
 

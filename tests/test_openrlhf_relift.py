@@ -29,8 +29,9 @@ from openrlhf_support import compose, cpu_cuda_shims, openrlhf_modules, require_
 require_openrlhf()
 pytestmark = pytest.mark.openrlhf
 
-agent_mod, relift_mod, logger_mod = openrlhf_modules(
-    "trapo.engines.openrlhf.agent", "trapo.engines.openrlhf.relift", "trapo.engines.openrlhf.mlflow_logger")
+agent_mod, relift_mod, logger_mod, swap_mod = openrlhf_modules(
+    "trapo.engines.openrlhf.agent", "baselines.relift.openrlhf", "trapo.engines.openrlhf.mlflow_logger",
+    "trapo.engines.openrlhf.optimizer_swap")
 
 from test_openrlhf_parity import CPUStrategy as ParityStrategy  # noqa: E402
 from test_openrlhf_parity import actor_mod  # noqa: E402
@@ -41,7 +42,9 @@ from trapo.data.synthetic import make_split  # noqa: E402
 from trapo.engines.local import LocalEngine  # noqa: E402
 from trapo.models.tiny import PROMPT_TEMPLATE, build_tiny_model  # noqa: E402
 from trapo.prompts import build_prompt  # noqa: E402
-from trapo.relift import LocalRelift, ReliftSettings  # noqa: E402
+from baselines.relift import ACTOR_HOOKS  # noqa: E402
+from baselines.relift.algorithm import ReliftSettings  # noqa: E402
+from baselines.relift.local import LocalRelift  # noqa: E402
 
 TOL = 1e-5
 MAX_NEW = 24
@@ -143,7 +146,7 @@ def both(request):
     local_metrics = relift.after_rl_step([0, 1, 2], samples, lambda i: prompts[i])
 
     # ---- OpenRLHF ----
-    args = launch_args(cfg, "/tmp/trapo-relift-run", model_dir)
+    args = launch_args(cfg, "/tmp/trapo-relift-run", model_dir, actor_hooks=ACTOR_HOOKS)
     args.local_rank = -1
     dist_env(29534)
     strategy = CPUStrategy(seed=args.train.seed, max_norm=args.actor.max_norm,
@@ -151,8 +154,9 @@ def both(request):
                            zero_stage=args.ds.zero_stage, args=args)
     strategy.setup_distributed()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    actor, trainer = actor_trainer(strategy, args, model, tok, cfg)
-    assert isinstance(trainer.relift, relift_mod.ActorRelift)
+    actor, trainer = actor_trainer(strategy, args, model, tok, cfg, hooks=[relift_mod.ActorRelift])
+    assert [type(h) for h in trainer.hooks] == [relift_mod.ActorRelift]
+    trainer.relift = trainer.hooks[0]  # the test's handle on the hook
     trainer.dataloader_pin_memory = False
     fill_replay_buffer(trainer, actor, args, responses, tok)
 
@@ -241,7 +245,7 @@ def test_relift_state_round_trips_through_a_checkpoint_dir(both, tmp_path):
         r.save(tmp_path / "global_step1")
         (tmp_path / "latest").write_text("global_step1")
         again = relift_mod.ActorRelift(r.settings)
-        assert again.load(relift_mod.latest_tag_dir(tmp_path))
+        assert again.load(actor_mod.latest_tag_dir(tmp_path))
         assert again.buffer.rows == r.buffer.rows and again.sft_steps == 1
         assert r.swap.state and len(again.swap.state) == len(r.swap.state)
         for a, c in zip(again.swap.state, r.swap.state):
@@ -273,16 +277,17 @@ def test_no_relift_hook_after_a_step_deepspeed_skipped(monkeypatch):
     trainer = object.__new__(actor_mod.TrapoActorPPOTrainer)
     trainer.actor = SimpleNamespace(model=engine)
     trainer.args = SimpleNamespace(rollout=SimpleNamespace(batch_size=1))
-    trainer.relift = relift_mod.ActorRelift.from_config(cfg)
+    trainer.hooks = [relift_mod.ActorRelift.from_config(cfg)]
+    trainer.relift = trainer.hooks[0]
 
     status = trainer.ppo_train(0.0)
     assert trainer.relift.buffer.rows == [] and trainer.relift._seen == {}
-    assert not any(k.startswith("relift/") for k in status), status
+    assert not any(k.startswith("hook/") for k in status), status
     assert logger_mod.trapo_metrics(status)["train/skipped_nonfinite"] == 1.0
 
     skip["next"] = False
     status = trainer.ppo_train(0.0)
-    assert [r["row"] for r in trainer.relift.buffer.rows] == [3] and status["relift/hard_prompts"] == 1.0
+    assert [r["row"] for r in trainer.relift.buffer.rows] == [3] and status["hook/relift_hard_prompts"] == 1.0
     assert "train/skipped_nonfinite" not in logger_mod.trapo_metrics(status)
 
 
@@ -293,8 +298,8 @@ def test_zero3_state_it_cannot_swap_is_refused():
         opt.optimizer = basic = object()
         return SimpleNamespace(optimizer=opt, basic_optimizer=basic, zero_optimization_stage=lambda: 3)
 
-    assert len(relift_mod.zero3_state_keys(engine())) == 1
+    assert len(swap_mod.zero3_state_keys(engine())) == 1
     with pytest.raises(ValueError, match="NVMe"):
-        relift_mod.zero3_state_keys(engine(swap_optimizer=True))
+        swap_mod.zero3_state_keys(engine(swap_optimizer=True))
     with pytest.raises(ValueError, match="partial optimizer offload"):
-        relift_mod.zero3_state_keys(engine(backup_optimizer=object()))
+        swap_mod.zero3_state_keys(engine(backup_optimizer=object()))

@@ -56,9 +56,11 @@ def runs(client, experiment: str) -> list:
 
 
 def run_trainer(out: Path, *overrides: str, experiment: str):
+    from baselines import hooks_for
     from trapo.trainer import Trainer
 
-    return Trainer(compose(f"tracking.experiment={experiment}", *overrides), out).run()
+    cfg = compose(f"tracking.experiment={experiment}", *overrides)
+    return Trainer(cfg, out, hooks=hooks_for(cfg)).run()  # a method's step hooks, as its runner adds them
 
 
 # ---- bad input: a clear error naming the place, before any work ------------------------------------------

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from trapo.relift import HardBuffer, LocalRelift, OptimizerStateSwap, ReliftSettings, hardest_groups, sft_loss
+from baselines.relift.algorithm import HardBuffer, ReliftSettings, hardest_groups, sft_loss
+from baselines.relift.local import LocalRelift
+from trapo.engines.openrlhf.optimizer_swap import OptimizerStateSwap
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

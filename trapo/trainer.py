@@ -1,9 +1,11 @@
-"""The training recipe: rollouts -> rewards -> advantages -> one update, for TRAPO and its baselines.
+"""The training recipe: rollouts -> rewards -> advantages -> one update, for TRAPO and the methods beside it.
 
 One readable loop over steps. A method is a config (conf/method/*.yaml); its phases are SFT on
 reference solutions and/or RL with micro-group rollouts, each step one call of `trapo.rl_step` (which
-OpenRLHF's engine and the benchmark call too). Everything random derives from (seed, step), so a run
-resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+OpenRLHF's engine and the benchmark call too). A method that adds work around the RL step (an SFT step of
+its own, a schedule) does it through step hooks (trapo/hooks.py) that its runner hands to the trainer.
+Everything random derives from (seed, step), so a run resumed from a checkpoint takes exactly the steps an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from trapo.config import guidance_schedule, rl_schedule, validate_config
 from trapo.data.loading import Dataset, Item, load_dataset
 from trapo.data.order import step_prompt_indices, step_seed
 from trapo.engines.local import LocalEngine
+from trapo.hooks import StepHook, check_claimed
 from trapo.models.loading import check_model_source, load_model_and_tokenizer
 from trapo.rewards import build_reward
 from trapo.rollout import Prompt, tokenize_prompt
@@ -76,7 +79,8 @@ class Phase:
 
 
 def method_phases(method, total_steps: int) -> list[Phase]:
-    """SFT for the first `sft_fraction` of the steps, RL for the rest (sft: 1.0, sft_rl: e.g. 0.5)."""
+    """SFT for the first `sft_fraction` of the steps, RL for the rest (1.0: SFT only; e.g. 0.5: SFT, then RL from
+    its weights)."""
     n_sft = int(round(float(method.sft_fraction) * total_steps))
     phases = []
     if n_sft:
@@ -89,10 +93,15 @@ def method_phases(method, total_steps: int) -> list[Phase]:
 class Trainer:
     def __init__(self, cfg, output_dir: str | Path, callbacks: list[Callback] | None = None,
                  tags: Mapping[str, str] | None = None, overrides: list[str] | None = None,
-                 source: str = "experiments/run.py", command: str | None = None, resume_hint: str | None = None):
+                 source: str = "experiments/run.py", command: str | None = None, resume_hint: str | None = None,
+                 hooks: Sequence[type[StepHook]] = ()):
         """`overrides` (the command line's) name the run in MLflow; `tags` are added to (and win over) the
-        standard ones (reproduce: config_hash); `resume_hint` is printed when the run is interrupted."""
+        standard ones (reproduce: config_hash); `resume_hint` is printed when the run is interrupted; `hooks`:
+        step-hook classes (trapo/hooks.py), each built once the engine exists (a method's runner names its)."""
         validate_config(cfg)
+        check_claimed(cfg.method, hooks)  # a method block no hook reads: refused, not silently ignored
+        self.hook_classes = tuple(hooks)
+        self.hooks: list[StepHook] = []
         self.cfg = cfg
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks or [])
@@ -155,9 +164,7 @@ class Trainer:
                                   gradient_checkpointing=bool(cfg.train.gradient_checkpointing))
         self._prompt_cache: dict[int, Prompt] = {}
         self._warned_long_solution = False
-        from trapo.relift import LocalRelift
-
-        self.relift = LocalRelift.from_config(cfg, self.engine)  # method=relift: SFT on the hardest prompts
+        self.hooks = [h for h in (cls.from_config(cfg, self.engine) for cls in self.hook_classes) if h is not None]
 
     # ---- data position and resume checks -------------------------------------------------------
     def _data_position(self, step: int) -> dict:
@@ -205,14 +212,13 @@ class Trainer:
     def _checkpoint_meta(self, step: int, phase: str, tracker: Tracker) -> dict:
         meta = {"mlflow_run_id": tracker.run_id, "phase": phase, "method": str(self.method.name),
                 "data": self._data_position(step)}
-        if getattr(self, "relift", None) is not None:
-            meta[self.relift.CHECKPOINT_KEY] = self.relift.state()
+        for hook in self.hooks:
+            meta[hook.config_key] = hook.state()
         return meta
 
     def _extra_optimizers(self) -> dict:
-        """Optimizers besides the engine's that checkpoints hold (ReLIFT's SFT AdamW)."""
-        relift = getattr(self, "relift", None)
-        return {relift.CHECKPOINT_KEY: relift.optimizer} if relift is not None else {}
+        """Optimizers besides the engine's that checkpoints hold (the step hooks' own)."""
+        return {name: opt for hook in self.hooks for name, opt in hook.optimizers().items()}
 
     def _save_checkpoint(self, step: int, phase: str, tracker: Tracker) -> None:
         self.checkpointer.save(step, self.engine, self._checkpoint_meta(step, phase, tracker),
@@ -258,10 +264,11 @@ class Trainer:
             temperature=float(cfg.rollout.temperature),
         )
         metrics = {**rl_metrics(res, self.method, n_levels=self.schedule.n_rounds), "_finite": res.stats["finite"]}
-        # ReLIFT: hardest prompts into the buffer, then at most one SFT step; not after a step that applied
-        # nothing (non-finite and skipped): its rollouts came from the same policy as the batch's retry would
-        if self.relift is not None and res.stats["finite"]:
-            metrics.update(self.relift.after_rl_step(indices, res.rollouts.samples, self._prompt))
+        # the step hooks, not after a step that applied nothing (non-finite and skipped): its rollouts came from
+        # the same policy as the batch's retry would
+        if res.stats["finite"]:
+            for hook in self.hooks:
+                metrics.update(hook.after_rl_step(indices, res.rollouts.samples, self._prompt))
         return metrics
 
     # ---- evaluation -------------------------------------------------------------------------------
@@ -352,8 +359,8 @@ class Trainer:
         if state is not None:
             start, run_id = (self.checkpointer.restore(state, self.engine, optimizers=self._extra_optimizers()),
                              state.meta.get("mlflow_run_id"))
-            if self.relift is not None:
-                self.relift.load(state.meta.get(self.relift.CHECKPOINT_KEY))
+            for hook in self.hooks:
+                hook.load(state.meta.get(hook.config_key))
         self.step = start
         self._truncate_metrics(start)
         tags = {**run_tags(cfg, self.output_dir, self.overrides, source=self.source, command=self.command),

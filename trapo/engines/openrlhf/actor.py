@@ -25,12 +25,17 @@ Metrics: OpenRLHF averages each metric over the step's samples (weighted by micr
 step's total; per-sample values are reported per sample. `mlflow_logger.trapo_metrics` turns them into
 the local engine's metric names. The loss switches, the expert-token sums and the normaliser are
 `trapo.rl_step`'s, as the local engine's.
+
+Step hooks (trapo/hooks.py `ActorHook`; a method's runner names them, e.g. an SFT step of its own): each micro-batch
+goes to `collect`, each applied update to `after_step` (`drop_step` when DeepSpeed skipped it), and their state is
+saved and loaded with OpenRLHF's checkpoints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -90,20 +95,21 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
     """OpenRLHF's actor trainer with TRAPO's objective. Built by OpenRLHF, then adopted with `adopt`."""
 
     trapo: ActorSettings
-    relift = None  # method=relift: trapo.engines.openrlhf.relift.ActorRelift (SFT on the hardest questions)
+    hooks: Sequence = ()  # step hooks (trapo/hooks.py ActorHook), set by `adopt`
 
     def ppo_train(self, kl_ctl: float):
         engine = self.actor.model
         before = step_counts(engine)
         status = super().ppo_train(kl_ctl)
         if not applied_update(before, step_counts(engine)):
-            # DeepSpeed skipped the update (non-finite gradients): as the local trainer, no ReLIFT hook -- the
-            # step's hardest questions came from a policy the next batch samples again, and no SFT step follows
+            # DeepSpeed skipped the update (non-finite gradients): as the local trainer, no step hook runs -- the
+            # step's samples came from a policy the next batch samples again
             status["trapo/skipped_nonfinite"] = 1.0
-            if self.relift is not None:
-                self.relift.drop_step()
-        elif self.relift is not None:  # after the RL update: the buffer, and at most one SFT step
-            status.update(self.relift.after_step(self))
+            for hook in self.hooks:
+                hook.drop_step()
+        else:
+            for hook in self.hooks:
+                status.update(hook.after_step(self))
         return status
 
     def training_step(self, experience, kl_ctl: float, step: int, loss_batch_info: Mapping[str, Any] | None = None):
@@ -119,8 +125,8 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
         n_act = action_mask.shape[1]
         dev = action_mask.device
         col = {k: per_sample(info[k], dev) for k in INFO_KEYS}
-        if self.relift is not None:  # note the hardest questions (all G rewards 0) with their reference solution
-            self.relift.collect(experience, per_sample(info["reward"], dev), col["trapo_zero_signal"])
+        for hook in self.hooks:
+            hook.collect(experience, per_sample(info["reward"], dev), col["trapo_zero_signal"])
 
         logp, output = self.actor(experience.sequences, action_mask, attention_mask=experience.attention_mask,
                                   return_output=True, ring_attn_group=self.strategy.ring_attn_group,
@@ -181,8 +187,9 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
                 "num_action_tokens": float(action_mask.sum().item())}
 
 
-def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
-    """Turn the ActorPPOTrainer that OpenRLHF built into TRAPO's (it adds no state but the settings).
+def adopt(trainer: ActorPPOTrainer, cfg, hooks: Sequence[type] = ()) -> TrapoActorPPOTrainer:
+    """Turn the ActorPPOTrainer that OpenRLHF built into TRAPO's (it adds no state but the settings and the step
+    hooks built from `hooks`, each checked against this actor before the first step).
 
     The actor scores log-probs and entropy at the rollout temperature (OpenRLHF's `Actor.forward` divides the
     logits by `actor.temperature`), as the local engine's update: the gradient is then the policy gradient of
@@ -191,19 +198,27 @@ def adopt(trainer: ActorPPOTrainer, cfg) -> TrapoActorPPOTrainer:
     """
     trainer.__class__ = TrapoActorPPOTrainer
     trainer.trapo = ActorSettings.from_config(cfg)
-    from trapo.engines.openrlhf.relift import ActorRelift, zero3_state_keys
-
-    trainer.relift = ActorRelift.from_config(cfg)
-    if trainer.relift is not None:  # an optimizer state its SFT step cannot set aside is refused now, not steps later
-        zero3_state_keys(trainer.actor.model)
+    trainer.hooks = [h for h in (cls.from_config(cfg) for cls in hooks) if h is not None]
+    for hook in trainer.hooks:
+        hook.check(trainer)
     trainer.actor.temperature = float(cfg.rollout.temperature)
     return trainer
 
 
-def policy_actor_class(cfg_data: Mapping[str, Any], before_init=None):
+def latest_tag_dir(ckpt_dir: str | Path) -> Path | None:
+    """DeepSpeed's newest checkpoint tag directory under `ckpt_dir` (its `latest` file), or None."""
+    latest = Path(ckpt_dir) / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    return Path(ckpt_dir) / tag if tag else None
+
+
+def policy_actor_class(cfg_data: Mapping[str, Any], before_init=None, hooks: Sequence[str] = ()):
     """A Ray actor class for OpenRLHF's `train()` in place of `PolicyModelActor` (shipped by value); `before_init`
     runs in the actor's process before OpenRLHF builds its model (`patches.cpu_route_actor_process` on the CPU route;
-    handed in, so that this module does not import patches, which imports it)."""
+    handed in, so that this module does not import patches, which imports it); `hooks`: the step hooks' "module:Class"
+    names, imported in the actor's process."""
     import ray
 
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
@@ -211,30 +226,27 @@ def policy_actor_class(cfg_data: Mapping[str, Any], before_init=None):
     class TrapoPolicyModelActor(PolicyModelActor.__ray_actor_class__):
         trapo_config = dict(cfg_data)
         trapo_before_init = staticmethod(before_init) if before_init is not None else None
+        trapo_hooks = tuple(hooks)
 
         def init_model_from_pretrained(self, *args, **kwargs):
             if self.trapo_before_init is not None:  # engine.rollout=cpu: fp32, CPU buffer, gloo weight sync
                 self.trapo_before_init()
             super().init_model_from_pretrained(*args, **kwargs)
             from trapo.engines.openrlhf.settings import as_config
+            from trapo.hooks import import_hook
 
-            adopt(self.trainer, as_config(self.trapo_config))
+            adopt(self.trainer, as_config(self.trapo_config), [import_hook(h) for h in self.trapo_hooks])
             args = self.strategy.args
-            if self.trainer.relift is not None and args.ckpt.load_enable:  # ReLIFT's buffer and AdamW state
-                import os
-
-                from trapo.engines.openrlhf.relift import latest_tag_dir
-
-                tag_dir = latest_tag_dir(os.path.join(args.ckpt.path, "_actor"))
+            if self.trainer.hooks and args.ckpt.load_enable:  # the hooks' state, beside OpenRLHF's checkpoint
+                tag_dir = latest_tag_dir(Path(args.ckpt.path) / "_actor")
                 if tag_dir is not None:
-                    self.trainer.relift.load(tag_dir)
+                    for hook in self.trainer.hooks:
+                        hook.load(tag_dir)
 
         def save_checkpoint(self, tag, client_states=None, metric_value=None, metric_key=None):
             super().save_checkpoint(tag, client_states, metric_value=metric_value, metric_key=metric_key)
-            if self.trainer.relift is not None:
-                import os
-
-                self.trainer.relift.save(os.path.join(self.strategy.args.ckpt.path, "_actor", tag))
+            for hook in self.trainer.hooks:
+                hook.save(Path(self.strategy.args.ckpt.path) / "_actor" / tag)
 
     TrapoPolicyModelActor.__name__ = TrapoPolicyModelActor.__qualname__ = "TrapoPolicyModelActor"
     return ray.remote(num_gpus=1)(TrapoPolicyModelActor)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from trapo.engines.openrlhf import CONFIG_ENV
+from trapo.engines.openrlhf import ACTOR_HOOKS_ENV, CONFIG_ENV
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
     cfg_data = json.loads(os.environ[CONFIG_ENV])
-    patches.run_cli_block(argv, lambda args: patches.train_with_trapo(args, cfg_data, env))
+    hooks = [h for h in os.environ.get(ACTOR_HOOKS_ENV, "").split(",") if h]  # the runner's actor step hooks
+    patches.run_cli_block(argv, lambda args: patches.train_with_trapo(args, cfg_data, env, actor_hooks=hooks))
 
 
 if __name__ == "__main__":

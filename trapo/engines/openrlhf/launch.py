@@ -18,9 +18,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
+from trapo.engines.openrlhf import ACTOR_HOOKS_ENV, CONFIG_ENV, OPENRLHF_VERSION
 from trapo.data.order import step_prompt_indices  # noqa: F401  (the prompt file's order; baselines use it from here)
 from trapo.engines.openrlhf.settings import check_supported, encode, to_container
 
@@ -342,11 +342,14 @@ def cpu_route_flags(cfg) -> list[Flag]:
             *(F(f"--{m}.num_gpus_per_node", 1, "engine.rollout") for m in ("reward", "ref", "critic"))]
 
 
-def build_launch(cfg, run_dir: str | Path) -> Launch:
+def build_launch(cfg, run_dir: str | Path, actor_hooks: Sequence[str] = ()) -> Launch:
+    """The job for `cfg`; `actor_hooks`: the actor's step hooks ("module:Class", trapo/hooks.py), a runner's."""
     from trapo.config import validate_config
+    from trapo.hooks import check_claimed, import_hook
 
     validate_config(cfg)
     check_supported(cfg)
+    check_claimed(cfg.method, [import_hook(h) for h in actor_hooks])
     cfg = with_rollout_route(cfg)
     e = cfg.engine
     launcher = str(e.launcher)
@@ -356,6 +359,8 @@ def build_launch(cfg, run_dir: str | Path) -> Launch:
     flags = openrlhf_flags(cfg, run_dir, launcher=launcher)
     prompts = Path(next(f.value for f in flags if f.flag == "--data.prompt_dataset"))
     env = {CONFIG_ENV: encode(cfg), "MLFLOW_TRACKING_URI": tracking_uri_abs()}
+    if actor_hooks:
+        env[ACTOR_HOOKS_ENV] = ",".join(actor_hooks)
     working_dir = Path(str(e.working_dir)).resolve() if e.get("working_dir") else REPO
     notes = []
     if bool(e.colocate_all) and int(e.num_nodes) * int(e.actor_gpus_per_node) != \
@@ -485,8 +490,8 @@ def validate_with_openrlhf(launch: Launch) -> str:
     return f"# checked: OpenRLHF's own parser and argument checks accept these flags"
 
 
-def main(cfg, run_dir: str | Path) -> float:
-    launch = build_launch(cfg, run_dir)
+def main(cfg, run_dir: str | Path, actor_hooks: Sequence[str] = ()) -> float:
+    launch = build_launch(cfg, run_dir, actor_hooks=actor_hooks)
     if bool(cfg.engine.dry_run):
         print(describe(cfg, launch))
         print(validate_with_openrlhf(launch))

@@ -57,8 +57,8 @@ def trapo_metrics(status: Mapping[str, Any], *, n_levels: int = 4, log_levels: b
     for k, v in s.items():
         if k in TIMING:
             out[TIMING[k]] = v
-        elif k.startswith("relift/"):  # ReLIFT's buffer and SFT step (trapo/engines/openrlhf/relift.py)
-            out["train/relift_" + k[len("relift/"):]] = v
+        elif k.startswith("hook/"):  # the actor's step hooks (trapo/hooks.py), e.g. ReLIFT's buffer and SFT step
+            out["train/" + k[len("hook/"):]] = v
         elif not k.startswith("trapo/") and k != "actor_grad_norm":
             out[f"openrlhf/{k}"] = v
     return {k: float(v) for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}

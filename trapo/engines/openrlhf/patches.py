@@ -71,7 +71,7 @@ TARGETS: dict[tuple[str, str], str] = {
         "bf936e546809c6ac00ba36be68fdd3df5295124bf08c062071c1bf532abb20d2",
     ("openrlhf.utils.deepspeed.deepspeed", "DeepspeedStrategy.setup_dataloader"):
         "f4b22fa08dc3c456c257bd47de018c6fdebb4c46753eea28c6517d164164f1d1",
-    # DeepSpeed 0.19.6 (OpenRLHF 0.11.2's): ReLIFT's SFT step (trapo/engines/openrlhf/relift.py) sets the
+    # DeepSpeed 0.19.6 (OpenRLHF 0.11.2's): ReLIFT's SFT step (baselines/relift/openrlhf.py) sets the
     # accumulation boundary, backward without the 1/gas scaling, one step with the scheduler and clip swapped
     ("deepspeed.runtime.engine", "DeepSpeedEngine.step"):
         "fb8d974e224d165c88e074bc9c92c55f167e2b801b9ee8c7020af0d6c1f36fec",
@@ -82,7 +82,7 @@ TARGETS: dict[tuple[str, str], str] = {
     ("deepspeed.runtime.engine", "DeepSpeedEngine._take_model_step"):
         "2c94d8c2edef956bfdb917b469fbeab9556bf1f811b43bec377288fcd1f1ee30",
     # ZeRO-3 lists a group's flat fp32 partition in param_groups only inside its step: ReLIFT's state swap reads
-    # the partitions from the ZeRO-3 optimizer instead (`relift.zero3_state_keys`)
+    # the partitions from the ZeRO-3 optimizer instead (`optimizer_swap.zero3_state_keys`)
     ("deepspeed.runtime.zero.stage3", "DeepSpeedZeroOptimizer_Stage3._optimizer_step"):
         "f6efea60596166e131b6be5538d31d17fec03e113513616a820be8728604a284",
     # engine.rollout=cpu (`cpu_route_driver`, `cpu_route_actor_process`): what the CPU rollout engine stands in for
@@ -247,8 +247,9 @@ def read_prompts_in_file_order(trainer) -> None:
     trainer.prompts_dataloader = trainer.samples_generator.prompts_dataloader = new
 
 
-def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) -> None:
-    """OpenRLHF's `train(args)` with TRAPO's actor and logger (rebinding happens in this driver only)."""
+def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str], actor_hooks=()) -> None:
+    """OpenRLHF's `train(args)` with TRAPO's actor (and its step hooks, "module:Class") and logger (rebinding happens
+    in this driver only)."""
     import ray
 
     if cpu_route(cfg_data):  # OpenRLHF's trainer modules import vLLM's names at module level
@@ -263,7 +264,8 @@ def train_with_trapo(args, cfg_data: Mapping[str, Any], env: Mapping[str, str]) 
     if args.train.async_enable:
         raise ValueError("TRAPO's engine runs OpenRLHF synchronously (one on-policy update per batch)")
     cli.PolicyModelActor = policy_actor_class(cfg_data,
-                                              before_init=cpu_route_actor_process if cpu_route(cfg_data) else None)
+                                              before_init=cpu_route_actor_process if cpu_route(cfg_data) else None,
+                                              hooks=actor_hooks)
     ppo_trainer.PPOTrainer = ppo_trainer_class(cfg_data)
     runtime_env = driver_runtime_env(env)
     if cpu_route(cfg_data):

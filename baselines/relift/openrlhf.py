@@ -1,4 +1,5 @@
-"""ReLIFT inside OpenRLHF's DeepSpeed actor (method=relift; the algorithm is trapo/relift.py).
+"""ReLIFT inside OpenRLHF's DeepSpeed actor: an actor step hook (trapo/hooks.py `ActorHook`; the algorithm is
+baselines/relift/algorithm.py).
 
 The RL step is the TRAPO actor's (GRPO for this method). Around it, on every DeepSpeed rank:
 
@@ -13,10 +14,12 @@ The RL step is the TRAPO actor's (GRPO for this method). Around it, on every Dee
   zero-weighted row), the last one at DeepSpeed's accumulation boundary; the loss is summed and divided by the
   step's reference-token count / dp size (DeepSpeed averages over ranks: a token mean over the whole SFT batch).
   The step runs on DeepSpeed's optimizer with ReLIFT's own AdamW state and hyper-parameters swapped in
-  (`EngineStateSwap`, on every ZeRO stage) and its own clip; DeepSpeed's LR scheduler, micro-step and step counters
+  (`trapo.engines.openrlhf.optimizer_swap.EngineStateSwap`, on every ZeRO stage) and its own clip; DeepSpeed's LR scheduler, micro-step and step counters
   are left as the RL steps set them.
 - `save` / `load`: the buffer (JSON) and this rank's share of the swapped-out AdamW state (safetensors) in the
   OpenRLHF checkpoint's tag directory (`TrapoPolicyModelActor.save_checkpoint`).
+
+Its metrics are `hook/relift_*`, logged as `train/relift_*` (the local hook's names).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any, Sequence
 
 import torch
 
-from trapo.relift import HardBuffer, OptimizerStateSwap, ReliftSettings, sft_loss
+from baselines.relift.algorithm import HardBuffer, ReliftSettings, sft_loss
+from trapo.engines.openrlhf.optimizer_swap import EngineStateSwap, zero3_state_keys
 
 STATE_FILE = "trapo_relift.json"
 
@@ -61,58 +65,17 @@ def _all_reduce(value: float, op: str, device) -> float:
     return float(t.item())
 
 
-def zero3_state_keys(engine) -> list[torch.Tensor] | None:
-    """The tensors DeepSpeed's ZeRO-3 optimizer keeps its per-parameter state under, or None below stage 3.
-
-    Stage 3 lists nothing in its basic optimizer's param_groups between steps: `_optimizer_step` puts one flat fp32
-    partition (`fp32_partitioned_groups_flat[sub_group]`) into its group's list, steps, and empties the list again,
-    so the state is keyed by those partitions. Where the state is not all in that optimizer's dict, it cannot be
-    swapped: refused."""
-    zero_opt = engine.optimizer
-    if engine.zero_optimization_stage() != 3:
-        return None
-    if getattr(zero_opt, "swap_optimizer", False):
-        raise ValueError("method=relift on ZeRO-3 with the optimizer state offloaded to NVMe is not supported (the "
-                         "RL optimizer's moments live in swap files ReLIFT's SFT step cannot set aside): offload to "
-                         "the CPU or not at all")
-    if getattr(zero_opt, "backup_optimizer", None) is not None or getattr(zero_opt, "zenflow", False):
-        raise ValueError("method=relift on ZeRO-3 with a partial optimizer offload (ratio < 1) or ZenFlow is not "
-                         "supported (a second optimizer holds part of the RL state)")
-    if zero_opt.optimizer is not engine.basic_optimizer:
-        raise ValueError("method=relift: DeepSpeed's ZeRO-3 optimizer does not step its basic optimizer")
-    return list(zero_opt.fp32_partitioned_groups_flat)
-
-
 @contextmanager
 def temperature_one(actor):
     """The actor's forward on the model's own distribution (logits not divided by the rollout temperature, which
     `actor.adopt` sets for the RL update): the SFT step is a likelihood of reference solutions, no one sampled them,
-    and the local engine's SFT step (`trapo.relift.LocalRelift`) scores them at temperature 1 too."""
+    and the local engine's SFT step (`baselines.relift.local.LocalRelift`) scores them at temperature 1 too."""
     saved = actor.temperature
     actor.temperature = 1.0
     try:
         yield
     finally:
         actor.temperature = saved
-
-
-class EngineStateSwap(OptimizerStateSwap):
-    """`OptimizerStateSwap` on a DeepSpeed engine's basic optimizer, every ZeRO stage: `with swap.on(engine):`.
-    ZeRO-0/1/2 list the tensors with state in param_groups; ZeRO-3 does not (`zero3_state_keys`)."""
-
-    _keys: list[torch.Tensor] | None = None
-
-    def _params(self, opt) -> list[torch.Tensor]:
-        return list(self._keys) if self._keys is not None else OptimizerStateSwap._params(opt)
-
-    @contextmanager
-    def on(self, engine):
-        self._keys = zero3_state_keys(engine)
-        try:
-            with self.active(engine.basic_optimizer):
-                yield
-        finally:
-            self._keys = None
 
 
 def hard_rows(prompts: Sequence[str], labels: Sequence[Any], rewards: torch.Tensor,
@@ -142,20 +105,26 @@ def merge_rows(parts: Sequence[dict]) -> list[dict]:
 
 
 class ActorRelift:
-    """ReLIFT's state on one DeepSpeed rank of the actor (`TrapoActorPPOTrainer.relift`)."""
+    """ReLIFT's state on one DeepSpeed rank of the actor (one of `TrapoActorPPOTrainer.hooks`)."""
+
+    config_key = "relift"  # method.relift
 
     def __init__(self, settings: ReliftSettings):
         self.settings = settings
         self.buffer = HardBuffer(settings.sft_data_size)
         self.sft_steps = 0
         self.swap = EngineStateSwap(lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
-                                    eps=settings.eps)
+                                    eps=settings.eps, name="relift")
         self._seen: dict = {}
 
     @classmethod
     def from_config(cls, cfg) -> "ActorRelift | None":
         s = ReliftSettings.from_config(cfg)
         return cls(s) if s is not None else None
+
+    def check(self, trainer) -> None:
+        """An optimizer state the SFT step cannot set aside is refused when the actor is set up, not steps later."""
+        zero3_state_keys(trainer.actor.model)
 
     # ---- during the RL step ----
     def collect(self, experience, rewards: torch.Tensor, zero_signal: torch.Tensor) -> None:
@@ -170,15 +139,15 @@ class ActorRelift:
         rows = merge_rows(_all_gather_objects(self._seen))
         self._seen = {}
         self.buffer.add(rows)
-        metrics = {"relift/hard_prompts": float(len(rows)),
-                   "relift/hard_frac": float(len(rows)) / max(1, int(trainer.args.rollout.batch_size))}
+        metrics = {"hook/relift_hard_prompts": float(len(rows)),
+                   "hook/relift_hard_frac": float(len(rows)) / max(1, int(trainer.args.rollout.batch_size))}
         batch = self.buffer.take()
         if batch is not None:
             st = self.sft_step(trainer, batch)
-            metrics.update({"relift/sft_loss": st["nll"], "relift/sft_entropy": st["entropy"],
-                            "relift/sft_grad_norm": st["grad_norm"], "relift/sft_tokens": st["tokens"]})
-        metrics["relift/buffer_size"] = float(len(self.buffer))
-        metrics["relift/sft_steps"] = float(self.sft_steps)
+            metrics.update({"hook/relift_sft_loss": st["nll"], "hook/relift_sft_entropy": st["entropy"],
+                            "hook/relift_sft_grad_norm": st["grad_norm"], "hook/relift_sft_tokens": st["tokens"]})
+        metrics["hook/relift_buffer_size"] = float(len(self.buffer))
+        metrics["hook/relift_sft_steps"] = float(self.sft_steps)
         return metrics
 
     def _tokenize(self, tokenizer, row: dict) -> tuple[list[int], list[int]]:
@@ -298,12 +267,3 @@ class ActorRelift:
         layout = json.loads((tag_dir / f"trapo_relift_rank{rank}.json").read_text())
         self.swap.load_state_dict(load_file(str(tag_dir / f"trapo_relift_rank{rank}.safetensors")), layout)
         return True
-
-
-def latest_tag_dir(ckpt_dir: str | Path) -> Path | None:
-    """DeepSpeed's newest checkpoint tag directory under `ckpt_dir` (its `latest` file), or None."""
-    latest = Path(ckpt_dir) / "latest"
-    if not latest.is_file():
-        return None
-    tag = latest.read_text().strip()
-    return Path(ckpt_dir) / tag if tag else None
