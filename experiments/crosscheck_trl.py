@@ -206,6 +206,47 @@ def plot(results: dict[str, dict], path: Path, title: str, smooth: int = 5) -> N
     plt.close(fig)
 
 
+def paired_difference(xs, base) -> tuple[float, float, float]:
+    """Mean of xs - base over paired steps, with a 95% t interval over the steps."""
+    from scipy import stats
+
+    d = np.asarray(xs, dtype=float) - np.asarray(base, dtype=float)
+    m = float(d.mean())
+    if len(d) < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return m, m - half, m + half
+
+
+def paired_lines(results: dict[str, dict], window: int, base: str = "ours_lr0") -> list[str]:
+    """Each run's training reward minus the lr ~ 0 control's, step by step: both draw the same prompts at every
+    step, so the difference removes how hard each step's batch is (the noise that dominates a 4-prompt step)."""
+    if base not in results:
+        return []
+    others = [n for n in results if n != base]
+    if not others:
+        return []
+    ref = results[base]["reward"]
+    steps = len(ref)
+    lines = ["", f"## Against the lr ~ 0 control on the same prompts (`{base}`)", "",
+             "Per-step training reward minus the control's, mean by window of steps [95% t interval over the "
+             "window's steps]:", "", "| steps | " + " | ".join(f"{n} - {base}" for n in others) + " |",
+             "|---|" + "---|" * len(others)]
+    spans = [(a, min(a + window, steps), "") for a in range(0, steps, window)]
+    spans += [(steps // 2, steps, " (second half)"), (0, steps, " (all)")]
+    for a, b, what in spans:
+        cells = []
+        for n in others:
+            xs = results[n]["reward"][a:b]
+            if len(xs) < b - a or not xs:
+                cells.append("")
+                continue
+            m, lo, hi = paired_difference(xs, ref[a:b])
+            cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lines.append(f"| {a + 1}-{b}{what} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
     from evaluation.metrics import proportion_ci
 
@@ -230,6 +271,7 @@ def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
     lines.append("| first 10 steps | " + " | ".join(f"{fl[n][0]:.3f}" for n in names) + " |")
     lines.append("| last 10 steps | " + " | ".join(f"{fl[n][1]:.3f}" for n in names) + " |")
     lines.append("| rise | " + " | ".join(f"{fl[n][1] - fl[n][0]:+.3f}" for n in names) + " |")
+    lines += paired_lines(results, window)
     keys = sorted({k for r in results.values() for k in r["eval"]}, key=lambda k: (k.endswith("avg_accuracy"), k))
     sizes = split_sizes(cfg)
     lines += ["", "## Evaluation accuracy after training (greedy)" if float(cfg.eval.temperature) == 0 else
@@ -245,7 +287,8 @@ def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
             ci = proportion_ci(acc, n_items) if n_items and np.isfinite(acc) else None
             cells.append(f"{acc:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
         lines.append(f"| {k} | {n_items or ''} | " + " | ".join(cells) + " |")
-    lines += ["", "Wall time (s): " + ", ".join(f"{n} {results[n]['seconds']:.0f}" for n in names), ""]
+    lines += ["", "Wall time as run (s; other jobs may have shared the machine, so this is not a timing): "
+              + ", ".join(f"{n} {results[n]['seconds']:.0f}" for n in names), ""]
     return "\n".join(lines)
 
 

@@ -64,6 +64,10 @@ def test_report_gives_each_accuracy_its_interval_and_plots_the_curves(tmp_path):
     assert f"| eval/steps1/accuracy | {n} | {4 / n:.3f} [{ci.low:.2f}, {ci.high:.2f}] | 0.000 [0.00," in text
     crosscheck_trl.plot(results, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 1000
+    # the paired difference against the control: steps 3-4 differ by 0.2 and 0.3 -> mean 0.25, t interval
+    # 0.25 +- 12.706 x 0.0707 / sqrt(2) = +-0.635
+    assert "| 3-4 | +0.250 [-0.385, +0.885] |" in text, text
+    assert "| 1-4 (all) | +0.150 [" in text
 
 
 def test_work_folder_reuses_a_run_only_under_the_config_it_ran_with(tmp_path):
