@@ -95,3 +95,25 @@ def test_relocate_leaves_an_artifact_location_the_user_chose(tmp_path, monkeypat
     exp = client.create_experiment("chosen", artifact_location=chosen)
     assert relocate_artifacts("sqlite:///mlflow.db") == 0
     assert client.get_experiment(exp).artifact_location.removeprefix("file://") == chosen
+
+
+def test_a_store_created_away_from_the_cwd_is_pointed_home_without_a_warning(tmp_path, monkeypatch, caplog):
+    """MLflow creates a new store's default experiment under `<cwd>/mlruns`; with the store elsewhere that is
+    rewritten to `<db dir>/mlruns` quietly (no run has written there yet), and loudly once runs have."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from trapo.tracking import relocate_artifacts
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(uri)
+    assert client.get_experiment("0").artifact_location.removeprefix("file://").startswith((tmp_path / "cwd").as_posix())
+    with caplog.at_level(logging.WARNING, logger="trapo.tracking"):
+        assert relocate_artifacts(uri) == 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # before: "kept its artifacts under"
+    home = (tmp_path / "store" / "mlruns" / "0").as_posix()
+    assert client.get_experiment("0").artifact_location.removeprefix("file://") == home

@@ -112,8 +112,11 @@ def relocate_artifacts(uri: str) -> int:
                                  run_uuid))
                     changed += 1
             changed += 1
-            log.warning("MLflow store %s: experiment %s kept its artifacts under %s, from where the store was "
-                        "created; now %s", db, exp_id, old, new)
+            n_runs = con.execute("SELECT COUNT(*) FROM runs WHERE experiment_id = ?", (exp_id,)).fetchone()[0]
+            # an experiment with no run yet (a store MLflow has just created away from the cwd) has nothing to say
+            (log.warning if n_runs else log.debug)(
+                "MLflow store %s: experiment %s kept its artifacts under %s, from where the store was created; "
+                "now %s", db, exp_id, old, new)
         con.commit()
     finally:
         con.close()
