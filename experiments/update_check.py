@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     from trapo.trainer import Trainer
 
     cfg = compose(["progress=false", "resume=never", "checkpoint.every=0", *args.overrides])
-    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="trapo-update-check-"))
+    from baselines import hooks_for
+
+    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="trapo-update-check-"), hooks=hooks_for(cfg))
     trainer._prepare()  # data and model checks, as a run makes them
     trainer._setup()
     eng = trainer.engine

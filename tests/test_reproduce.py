@@ -146,6 +146,7 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == shlex.join(["python", "experiments/reproduce.py", *args])
     assert manifest["git"]["commit"] and manifest["machine"]["cores"]
+    assert manifest["eval_n"] == 16  # preset=smoke's data.eval_n: the problems of each evaluation split
     text = (out / "README.md").read_text()
     assert manifest["command"] in text and "table_main" in text and "fig_reward.png" in text
     # a smoke reproduce says first that it is a pipeline check, not a comparison (its verdicts would alarm)
@@ -160,6 +161,9 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     exp = client.get_experiment_by_name("trapo-reproduce")
     tagged = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
     assert {r.data.tags["config_hash"] for r in tagged} == set(runs["config_hash"])
+    # relift trained with its step hook (ReLIFT's buffer and SFT step), not as plain GRPO
+    (relift,) = [r for r in tagged if r.data.tags.get("method") == "relift"]
+    assert "train/relift_hard_prompts" in relift.data.metrics, sorted(relift.data.metrics)
 
     # the same call again: nothing is trained
     res, second = cli(args, tmp_path)

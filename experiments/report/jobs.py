@@ -406,12 +406,14 @@ class Reproducer:
         (job.run_dir / "reproduce.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     def _train(self, job: Job) -> RunResult:
+        from baselines import hooks_for
         from trapo.trainer import Trainer
 
         t0 = time.monotonic()
         job.run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(job.cfg, job.run_dir, tags=self._tags(job), overrides=self._overrides(job),
-                          source="experiments/reproduce.py", command=job.command(self.rcfg))
+                          source="experiments/reproduce.py", command=job.command(self.rcfg),
+                          hooks=hooks_for(job.cfg))  # a method's step hooks (relift's SFT step), as its runner's
         final = trainer.run()
         run = self.store.finished(job.hash) if self.store is not None else None
         run_id = run.info.run_id if run is not None else None

@@ -112,6 +112,13 @@ def _paper(rcfg, jobs: list[Job], benchmarks, store) -> dict[str, RunResult]:
     return results
 
 
+def eval_n_of(cfg) -> int | None:
+    """Problems per evaluation split of a run config (the task's `data.eval_n`; None where the splits are whole
+    benchmark files)."""
+    n = cfg.data.get("eval_n")
+    return int(n) if n is not None else None
+
+
 def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str, int], Job],
                   results: Mapping[str, RunResult], benchmarks, seconds: float, store) -> dict:
     out = Path(str(rcfg.output_dir))
@@ -173,7 +180,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "preset": str(rcfg.preset), "command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "seconds": seconds, "machine": readme.machine_info(), "git": readme.git_info(), "seeds": seeds,
         "benchmarks": benchmarks, "experiment": str(rcfg.experiment), "tracking_uri": tracking_uri(),
-        "run_root": _rel(rcfg.run_root), "n_trained": trained,
+        "run_root": _rel(rcfg.run_root), "eval_n": eval_n_of(jobs[0].cfg) if jobs else None, "n_trained": trained,
         "n_reused": sum(1 for r in results.values() if r.status.startswith("reused")),
         "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
