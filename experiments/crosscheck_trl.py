@@ -148,11 +148,20 @@ def run_trl(cfg, lr: float, out_dir: Path, resumable: bool = False) -> dict:
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=not cfg.progress,
         log_completions=False, dataloader_num_workers=0, remove_unused_columns=False, max_steps=steps,
     )
+    per_step = n_prompts * group
+
+    class StepLine(transformers.TrainerCallback):
+        """One line a step (TRL's own logging is off): a run of hours shows where it is."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            last = rewards[(state.global_step - 1) * per_step:state.global_step * per_step]
+            print(f"[trl] step {state.global_step}/{steps}: reward {np.mean(last) if last else float('nan'):.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=Dataset.from_dict(rows),
-                          processing_class=tok)
+                          processing_class=tok, callbacks=[StepLine()])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    per_step = n_prompts * group
     curve = [float(np.mean(rewards[s * per_step:(s + 1) * per_step])) for s in range(len(rewards) // per_step)]
 
     from evaluation.grader import Grader

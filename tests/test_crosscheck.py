@@ -12,13 +12,15 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 
 @pytest.mark.slow
-def test_crosscheck_smoke_writes_three_curves(tmp_path, monkeypatch):
+def test_crosscheck_smoke_writes_three_curves(tmp_path, monkeypatch, capsys):
     pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[dev]')")
     import crosscheck_trl
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "cc.md"
     assert crosscheck_trl.main(["preset=smoke", "train.steps=3", "--out", str(out), "--window", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "[trl] step 1/3: reward" in printed and "[trl] step 3/3: reward" in printed  # TRL's run shows progress
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert sorted(runs) == ["ours", "ours_lr0", "trl"]
     for name, r in runs.items():
