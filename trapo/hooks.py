@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
 
-# what the trainer and the engines read of `method` (conf/method/trapo.yaml's keys, and the runner's name)
+# what the trainer and the engines read of `method`: conf/method/_base.yaml's keys (a test holds them equal) and
+# the runner's name
 TRAINER_METHOD_KEYS = frozenset({"name", "runner", "sft_fraction", "guidance", "prefix_loss", "alpha", "gamma",
                                  "off_policy", "baseline_includes_guided", "scale_by_std", "entropy_coef"})
 
