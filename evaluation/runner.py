@@ -10,9 +10,11 @@ training validates its synthetic splits with the same code that scores the bench
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from evaluation.benchmarks import Item, benchmark_names, load_benchmark
+import numpy as np
+
+from evaluation.benchmarks import REGISTRY, Item, benchmark_names, load_benchmark
 from evaluation.grader import Grader
 from evaluation.metrics import sampling_metrics
 from evaluation.prompts import build_prompt
@@ -148,3 +150,18 @@ def write_results(results: dict[str, tuple[dict, list[dict]]], out_dir) -> dict:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def eval_metrics(results: Mapping[str, tuple[dict, list[dict]]]) -> dict[str, float]:
+    """A run's final metrics from `evaluation.runner.evaluate_items` results per split: valid/accuracy,
+    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid). Where the task's own
+    splits sit beside math benchmarks (`data.eval_benchmarks` on a generated task), eval/avg_accuracy is the task's
+    and eval/benchmark_avg_accuracy the benchmarks' mean."""
+    out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"]) for n, r in results.items()}
+    task = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid" and n not in REGISTRY]
+    bench = [float(r[0]["accuracy"]) for n, r in results.items() if n in REGISTRY]
+    if task or bench:
+        out["eval/avg_accuracy"] = float(np.mean(task or bench))
+    if task and bench:
+        out["eval/benchmark_avg_accuracy"] = float(np.mean(bench))
+    return out

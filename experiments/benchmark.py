@@ -90,7 +90,7 @@ def compose(quick: bool, *overrides: str):
 
 def methods(quick: bool) -> dict:
     """name -> (method config, RL schedule) for our GRPO and TRAPO, exactly as the trainer builds them."""
-    from trapo.config import rl_schedule
+    from trapo.guidance import rl_schedule
 
     out = {}
     for name in ("grpo", "trapo"):

@@ -110,7 +110,8 @@ def run_trl(cfg, lr: float, out_dir: Path, resumable: bool = False) -> dict:
     from trapo.models.loading import resolve_model_path
     from evaluation.prompts import build_prompt
     from trapo.rewards import build_reward
-    from trapo.trainer import Trainer, eval_metrics, seed_everything
+    from evaluation.runner import eval_metrics
+    from trapo.trainer import Trainer, seed_everything
 
     transformers.logging.set_verbosity_error()
     logging.getLogger("trl").setLevel(logging.ERROR)

@@ -266,3 +266,12 @@ def test_the_trainer_and_the_actor_name_no_baseline():
     nothing_above = {m for m, ts in import_graph(ROOT).items() if layer_of(m) == "trapo" for t in ts
                      if layer_of(t) == "baselines"}
     assert nothing_above == set()
+
+
+def test_engines_import_the_algorithm_not_the_recipe(graph):
+    """What an engine and the recipe both need lies below both (the data order in trapo/data/order.py, the schedules
+    in trapo/guidance.py, the evaluation metrics in evaluation/runner.py): no engine imports the trainer, and only
+    the OpenRLHF launcher imports trapo.config (to check a user's config before a job starts)."""
+    engines = {m: ts for m, ts in graph.items() if m.startswith("trapo.engines")}
+    assert sorted(m for m, ts in engines.items() if "trapo.trainer" in ts) == []
+    assert sorted(m for m, ts in engines.items() if "trapo.config" in ts) == ["trapo.engines.openrlhf.launch"]

@@ -94,7 +94,7 @@ def test_the_warmed_model_is_built_once_trained_on_the_terse_style_and_loads_as_
 
 
 def test_task_and_benchmark_accuracies_are_averaged_apart():
-    from trapo.trainer import eval_metrics
+    from evaluation.runner import eval_metrics
 
     res = lambda acc: ({"accuracy": acc}, [])  # noqa: E731
     out = eval_metrics({"valid": res(0.9), "steps1": res(0.6), "steps2": res(0.4), "math500": res(0.1),

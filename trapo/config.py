@@ -1,37 +1,15 @@
-"""The resolved run config: its checks, done before any work starts (bad values fail with their key), and the
-micro-group schedules derived from it, for every engine.
+"""The resolved run config's checks, done before any work starts (bad values fail with their key).
 
-`guidance_schedule` is the configured schedule (conf `guidance`: a preset, fields overridden); `rl_schedule` is
-the one the RL phase samples with: that schedule for adaptive methods, else one round of `train.group_size`.
-`validate_config` is the one place that checks their group size against `train.group_size`.
+`validate_config` is the one place that checks the micro-group schedules (`trapo.guidance.guidance_schedule`,
+`rl_schedule`) against `train.group_size`.
 """
 
 from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from trapo.guidance import PRESETS, GuidanceSchedule
+from trapo.guidance import PRESETS, guidance_schedule, rl_schedule
 from trapo.losses import PREFIX_LOSSES
-
-
-def guidance_schedule(cfg) -> GuidanceSchedule:
-    """The configured micro-group schedule: `guidance.preset`, with any field set in `guidance` replacing its own."""
-    g = cfg.guidance
-    base = PRESETS[g.preset]
-    return GuidanceSchedule(
-        group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,
-        prefix_ratios=tuple(g.prefix_ratios) if g.get("prefix_ratios") is not None else base.prefix_ratios,
-        thresholds=tuple(g.thresholds) if g.get("thresholds") is not None else base.thresholds,
-        dedupe_prefix_loss=bool(g.dedupe_prefix_loss),
-    )
-
-
-def rl_schedule(cfg) -> GuidanceSchedule:
-    """The schedule of the RL phase: `guidance_schedule` for adaptive methods, else one round of train.group_size
-    (GRPO; LUFFY mixes its reference into that round)."""
-    if cfg.method.guidance == "adaptive":
-        return guidance_schedule(cfg)
-    return GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())
 
 
 def _fail(key: str, msg: str) -> None:

@@ -83,3 +83,24 @@ def guidance_levels(guided: torch.Tensor) -> torch.Tensor:
     """Level per prompt from a [rounds, prompts] bool matrix: the last guided round, 0 if none."""
     rounds = torch.arange(guided.shape[0]).unsqueeze(-1).expand_as(guided)
     return torch.where(guided, rounds, torch.zeros_like(rounds)).max(0).values
+
+
+# ---- the schedules of a run config (every engine builds them from the resolved config) ----------------------
+def guidance_schedule(cfg) -> GuidanceSchedule:
+    """The configured micro-group schedule: `guidance.preset`, with any field set in `guidance` replacing its own."""
+    g = cfg.guidance
+    base = PRESETS[g.preset]
+    return GuidanceSchedule(
+        group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,
+        prefix_ratios=tuple(g.prefix_ratios) if g.get("prefix_ratios") is not None else base.prefix_ratios,
+        thresholds=tuple(g.thresholds) if g.get("thresholds") is not None else base.thresholds,
+        dedupe_prefix_loss=bool(g.dedupe_prefix_loss),
+    )
+
+
+def rl_schedule(cfg) -> GuidanceSchedule:
+    """The schedule of the RL phase: `guidance_schedule` for adaptive methods, else one round of train.group_size
+    (GRPO; LUFFY mixes its reference into that round)."""
+    if cfg.method.guidance == "adaptive":
+        return guidance_schedule(cfg)
+    return GuidanceSchedule((int(cfg.train.group_size),), (0.0,), ())

@@ -28,12 +28,14 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from evaluation.prompts import build_prompt
+from evaluation.runner import eval_metrics
 from trapo.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from trapo.checkpoint import Checkpointer, CheckpointState
-from trapo.config import guidance_schedule, rl_schedule, validate_config
+from trapo.config import validate_config
 from trapo.data.loading import Dataset, Item, load_dataset
 from trapo.data.order import step_prompt_indices, step_seed
-from trapo.engines.local import LocalEngine
+from trapo.engines.local import LocalEngine, torch_threads
+from trapo.guidance import guidance_schedule, rl_schedule
 from trapo.hooks import StepHook, check_claimed
 from trapo.models.loading import check_model_source, load_model_and_tokenizer
 from trapo.rewards import build_reward
@@ -53,16 +55,6 @@ STOP_GRACE_S = 10.0
 
 class Preempted(KeyboardInterrupt):
     """SIGTERM: the run stops as it does on Ctrl-C (stop line, resume command, MLflow run KILLED)."""
-
-
-def torch_threads(cfg) -> int:
-    """`engine.num_threads`, or by default 1 for the tiny model and every core for a real one: the tiny model's
-    matrices are too small to gain from splitting, and torch's threads spin on a core another job holds (the
-    smoke multirun took 40.8 s with all threads against 20.1 s with one, one of the two cores busy)."""
-    n = cfg.engine.get("num_threads")
-    if n:
-        return int(n)
-    return 1 if cfg.model.kind == "tiny" else (os.cpu_count() or 1)
 
 
 def seed_everything(seed: int) -> None:
@@ -510,20 +502,3 @@ class Trainer:
                 bar.update(len(items))
         write_results(results, self.output_dir / "eval")
         return eval_metrics(results)
-
-
-def eval_metrics(results: Mapping[str, tuple[dict, list[dict]]]) -> dict[str, float]:
-    """A run's final metrics from `evaluation.runner.evaluate_items` results per split: valid/accuracy,
-    eval/<split>/accuracy and their mean eval/avg_accuracy (the evaluation splits, not valid). Where the task's own
-    splits sit beside math benchmarks (`data.eval_benchmarks` on a generated task), eval/avg_accuracy is the task's
-    and eval/benchmark_avg_accuracy the benchmarks' mean."""
-    from evaluation.benchmarks import REGISTRY
-
-    out = {f"{'valid' if n == 'valid' else 'eval/' + n}/accuracy": float(r[0]["accuracy"]) for n, r in results.items()}
-    task = [float(r[0]["accuracy"]) for n, r in results.items() if n != "valid" and n not in REGISTRY]
-    bench = [float(r[0]["accuracy"]) for n, r in results.items() if n in REGISTRY]
-    if task or bench:
-        out["eval/avg_accuracy"] = float(np.mean(task or bench))
-    if task and bench:
-        out["eval/benchmark_avg_accuracy"] = float(np.mean(bench))
-    return out

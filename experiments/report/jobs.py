@@ -281,7 +281,7 @@ def _device(cfg) -> str:
 def _threads(cfg) -> None:
     import torch
 
-    from trapo.trainer import torch_threads
+    from trapo.engines.local import torch_threads
 
     torch.set_num_threads(torch_threads(cfg))
 
@@ -428,7 +428,7 @@ class Reproducer:
         from evaluation.runner import evaluate_items, write_results
         from trapo.data.loading import load_dataset
         from trapo.tracking import Tracker, flatten
-        from trapo.trainer import eval_metrics
+        from evaluation.runner import eval_metrics
 
         t0 = time.monotonic()
         cfg, ev = job.cfg, job.cfg.eval

@@ -19,6 +19,7 @@ Log-probs are those of softmax(logits / T) at the rollouts' sampling temperature
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -245,6 +246,16 @@ def enable_checkpointing(model) -> None:
     for m in model.modules():
         if isinstance(m, GradientCheckpointingLayer):
             m._can_checkpoint_with_cache = True
+
+
+def torch_threads(cfg) -> int:
+    """`engine.num_threads`, or by default 1 for the tiny model and every core for a real one: the tiny model's
+    matrices are too small to gain from splitting, and torch's threads spin on a core another job holds (the
+    smoke multirun took 40.8 s with all threads against 20.1 s with one, one of the two cores busy)."""
+    n = cfg.engine.get("num_threads")
+    if n:
+        return int(n)
+    return 1 if cfg.model.kind == "tiny" else (os.cpu_count() or 1)
 
 
 def warmup_constant(warmup_steps: int):

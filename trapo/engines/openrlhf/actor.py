@@ -58,7 +58,7 @@ class ActorSettings:
 
     @classmethod
     def from_config(cls, cfg) -> "ActorSettings":
-        from trapo.config import guidance_schedule
+        from trapo.guidance import guidance_schedule
 
         return cls(loss=LossSettings.of(cfg.method), max_new_tokens=int(cfg.rollout.max_new_tokens),
                    n_levels=guidance_schedule(cfg).n_rounds, log_levels=logs_guidance(cfg.method))

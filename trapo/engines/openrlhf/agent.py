@@ -149,7 +149,7 @@ class AgentExecutor(AgentExecutorBase):
     """Loaded by OpenRLHF in every vLLM engine (`_load_agent_executor`), one instance per engine."""
 
     def __init__(self, cfg=None, reward_fn=None, max_workers: int | None = None):
-        from trapo.config import rl_schedule
+        from trapo.guidance import rl_schedule
         from trapo.engines.openrlhf.settings import config_from_env
 
         self.cfg = cfg if cfg is not None else config_from_env()

@@ -16,7 +16,7 @@ from trapo.engines.openrlhf import ACTOR_HOOKS_ENV, CONFIG_ENV
 
 
 def main(argv: list[str] | None = None) -> None:
-    from trapo.config import rl_schedule
+    from trapo.guidance import rl_schedule
     from trapo.engines.openrlhf import patches
     from trapo.engines.openrlhf.settings import config_from_env
 

@@ -519,7 +519,8 @@ def evaluate_job(cfg, model_dir: str | Path, run_dir: str | Path, job_dir: str |
     from trapo.engines.openrlhf.mlflow_logger import stored_run_id
     from trapo.models.loading import load_model_and_tokenizer
     from trapo.tracking import Tracker
-    from trapo.trainer import eval_metrics, torch_threads
+    from evaluation.runner import eval_metrics
+    from trapo.engines.local import torch_threads
 
     torch.set_num_threads(torch_threads(cfg))
     run_dir = Path(run_dir)

@@ -99,7 +99,7 @@ class MlflowLogger:
     run id is stored there; `resume` continues the stored run. Without it, a failure raises."""
 
     def __init__(self, cfg, tracker=None, *, output_dir: str | Path | None = None, resume: bool = False):
-        from trapo.config import guidance_schedule
+        from trapo.guidance import guidance_schedule
         from trapo.engines.openrlhf.settings import to_container
         from trapo.tracking import Tracker, flatten
 

@@ -2,7 +2,7 @@
 
 The launcher puts the resolved Hydra config (JSON) in the environment of the Ray job; the vLLM engines
 (rollout agent), the actors (loss) and the controller (MLflow) rebuild what they need from it with the
-same functions as the local trainer (`trapo.config.rl_schedule`, `trapo.rl_step`).
+same functions as the local trainer (`trapo.guidance.rl_schedule`, `trapo.rl_step`).
 """
 
 from __future__ import annotations
