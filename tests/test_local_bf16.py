@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from test_local_engine import Tok, make_samples, tiny_model
-from trapo.engines.local import LocalEngine, MasterWeightAdamW
+from trapo.engines.local import LocalEngine
+from trapo.engines.optim import MasterWeightAdamW
 
 LR, STEPS = 5e-6, 10
 KW = dict(normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)

@@ -23,7 +23,7 @@ class LocalRelift:
     config_key = "relift"  # method.relift; the state.json entry (buffer, counters) and the optimizer's name
 
     def __init__(self, settings: ReliftSettings, engine):
-        from trapo.engines.local import make_optimizer
+        from trapo.engines.optim import make_optimizer
 
         self.settings = settings
         self.engine = engine
