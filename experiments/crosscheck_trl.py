@@ -289,7 +289,7 @@ def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
               "[95% Wilson interval over the split's problems, one sample each]", "",
               "| split | problems | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for k in keys:
-        split = k.split("/")[1] if k.count("/") == 2 else None
+        split = k.split("/")[1] if k.count("/") == 2 else "valid" if k == "valid/accuracy" else None
         n_items = sizes.get(split)
         cells = []
         for n in names:
