@@ -35,17 +35,13 @@ def engine_name(cfg) -> str:
 
 
 def run_on_engine(cfg, ctx: RunContext, openrlhf_module: str, local_hooks: Sequence[type] = (),
-                  actor_hooks: Sequence[str] = ()) -> dict[str, float]:
-    """engine=local: the TRAPO trainer with `local_hooks`; engine=openrlhf: `openrlhf_module.main(cfg, run_dir)` (the
-    dry run or the launch; its metrics reach MLflow from the cluster, so nothing is returned here), whose actor
-    imports `actor_hooks` ("module:Class") in its Ray worker."""
+                  **openrlhf_kwargs) -> dict[str, float]:
+    """engine=local: the TRAPO trainer with `local_hooks`; engine=openrlhf: `openrlhf_module.main(cfg, run_dir,
+    **openrlhf_kwargs)` (the dry run or the launch, e.g. with the RL launch's `actor_hooks`; its metrics reach MLflow
+    from the cluster, so nothing is returned here)."""
     if engine_name(cfg) == "local":
         return train_local(cfg, ctx, hooks=local_hooks)
     import importlib
 
-    module = importlib.import_module(openrlhf_module)
-    if actor_hooks:
-        module.main(cfg, ctx.output_dir, actor_hooks=tuple(actor_hooks))
-    else:
-        module.main(cfg, ctx.output_dir)
+    importlib.import_module(openrlhf_module).main(cfg, ctx.output_dir, **openrlhf_kwargs)
     return {}

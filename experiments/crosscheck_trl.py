@@ -60,14 +60,20 @@ def fingerprint(cfg) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def refuse_other_config(kept: dict, want: str, lr: float, what: str, delete: str) -> None:
+    """Stop when a finished result or a stopped run kept in --work (`kept` holds its fingerprint and lr) was made
+    under another config than this command's."""
+    got = (kept.get("fingerprint"), kept.get("lr"))
+    if got != (want, lr):
+        raise SystemExit(f"{what} of another config (fingerprint, lr {got} != {(want, lr)}): use another --work "
+                         f"folder, or delete {delete} to run it again")
+
+
 def claim_run_folder(folder: Path, want: str, lr: float) -> None:
     """A stopped run resumes from its checkpoints only under the config it started with."""
     mark = folder / "crosscheck_run.json"
     if mark.exists():
-        kept = json.loads(mark.read_text())
-        if (kept["fingerprint"], kept["lr"]) != (want, lr):
-            raise SystemExit(f"{folder}: a stopped run of another config ({kept} != fingerprint {want}, lr {lr}): "
-                             "use another --work folder, or delete this one to start the run again")
+        refuse_other_config(json.loads(mark.read_text()), want, lr, f"{folder}: a stopped run", str(folder))
         return
     folder.mkdir(parents=True, exist_ok=True)
     mark.write_text(json.dumps({"fingerprint": want, "lr": lr}))
@@ -289,8 +295,7 @@ def report(results: dict[str, dict], cfg, window: int, command: str) -> str:
               "[95% Wilson interval over the split's problems, one sample each]", "",
               "| split | problems | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for k in keys:
-        split = k.split("/")[1] if k.count("/") == 2 else "valid" if k == "valid/accuracy" else None
-        n_items = sizes.get(split)
+        n_items = sizes.get(k.removesuffix("/accuracy").removeprefix("eval/"))  # valid, steps1, ...; not the means
         cells = []
         for n in names:
             acc = results[n]["eval"].get(k, float("nan"))
@@ -342,10 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             done = work / f"{name}.json"
             if args.work and done.exists():
                 results[name] = json.loads(done.read_text())
-                kept = (results[name].get("fingerprint"), results[name].get("lr"))
-                if kept != (want, lr):
-                    raise SystemExit(f"{done}: a run of another config (fingerprint, lr {kept} != {(want, lr)}): "
-                                     f"use another --work folder, or delete {done} and {work / name} to rerun it")
+                refuse_other_config(results[name], want, lr, f"{done}: a run", f"{done} and {work / name}")
                 print(f"[crosscheck] {name}: finished before, read from {done}", flush=True)
             else:
                 if args.work:

@@ -22,14 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 def token_probs(model, tok, prompt: str, solution: str) -> list[float]:
     """p of each solution token given the prompt and the solution so far."""
-    import torch
+    from trapo.engines.local import forward_logprobs
 
     q = tok(prompt, add_special_tokens=False).input_ids
     s = tok(solution, add_special_tokens=False).input_ids
-    ids = torch.tensor([q + s])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-    return logp[len(q) - 1:].gather(-1, ids[0, len(q):, None])[:, 0].exp().tolist()
+    return forward_logprobs(model, q, s).exp().tolist()
 
 
 def main(argv: list[str] | None = None) -> int:

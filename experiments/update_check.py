@@ -29,17 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def plain_logprobs(model, samples) -> list[torch.Tensor]:
-    """Each sample's response-token log-probs from one ordinary forward of prompt + response."""
+    """Each sample's response-token (prefix + completion) log-probs from one ordinary forward of prompt + response."""
+    from trapo.engines.local import forward_logprobs
+
     model.eval()
-    out = []
-    with torch.no_grad():
-        for s in samples:
-            ids = torch.tensor([list(s.prompt_ids) + list(s.prefix_ids) + list(s.completion_ids)],
-                               device=model.device)
-            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-            tok = logp.gather(-1, ids[0, 1:, None])[:, 0]
-            out.append(tok[len(s.prompt_ids) - 1:].cpu())
-    return out
+    return [forward_logprobs(model, s.prompt_ids, list(s.prefix_ids) + list(s.completion_ids)) for s in samples]
 
 
 def update_path_gap(engine, samples, reference: list[torch.Tensor]) -> float:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evaluation.prompts import build_prompt
     from trapo.data.loading import load_dataset
+    from trapo.engines.local import forward_logprobs
     from trapo.engines.sampling import sample
     from trapo.models.loading import load_model_and_tokenizer
     from trapo.rewards import all_boxed, build_reward
@@ -73,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = [tokenize_prompt(tok, build_prompt(it.question, tok, template), it.solution, it.answer, eos_id=eos)
                    for it in items]
         # expert tokens: each reference solution (+ EOS) teacher-forced after its prompt
-        ps = []
-        with torch.no_grad():
-            for p in prompts:
-                ids = torch.tensor([p.prompt_ids + p.solution_ids])
-                logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-                tgt = ids[0, len(p.prompt_ids):]
-                ps.append(logp[len(p.prompt_ids) - 1:].gather(-1, tgt[:, None])[:, 0].exp().numpy())
+        ps = [forward_logprobs(model, p.prompt_ids, p.solution_ids).exp().numpy() for p in prompts]
         allp = np.concatenate(ps)
         expert_rows.append((split, len(items), len(allp), float(allp.mean()), float((allp < args.alpha).mean()),
                             float(np.median(allp))))

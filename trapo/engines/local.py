@@ -237,6 +237,17 @@ def own_logprobs(model, prompts: PromptStates, mb: OwnTokens, with_entropy: bool
     return logp, ent
 
 
+@torch.no_grad()
+def forward_logprobs(model, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> torch.Tensor:
+    """Log-prob of each response token given the prompt and the response before it, from one plain forward of the
+    whole sequence (full-vocabulary logits: for checks and diagnostics, not the update). It is the reference that
+    `own_logprobs` equals. Returns a CPU tensor [len(response_ids)]."""
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=next(model.parameters()).device)
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    n = len(prompt_ids)
+    return logp[n - 1:].gather(-1, ids[0, n:, None])[:, 0].cpu()
+
+
 def enable_checkpointing(model) -> None:
     """Activation recomputation per decoder layer (transformers' gradient checkpointing, non-reentrant). Its
     layers drop their KV cache under checkpointing, since a cache that grows would grow again on the replay;
