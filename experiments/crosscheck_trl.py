@@ -13,6 +13,10 @@ them to `--out` (Markdown) and the same path with `.json`.
     python experiments/crosscheck_trl.py                      # the embedded default (preset=mini)
     python experiments/crosscheck_trl.py --seed 1 train.steps=40
     python experiments/crosscheck_trl.py preset=smoke --out /tmp/x.md   # seconds, for tests
+
+`--reuse` takes a report's JSON (as committed in results/): its finished runs are read from it, not run again,
+when they were made under this command's config, so a fresh clone adds the TRL run to a report without
+repeating ours (`--reuse results/smollm2/crosscheck_trl_s0.json --out results/smollm2/crosscheck_trl_s0.md`).
 """
 
 from __future__ import annotations
@@ -327,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the runs here (default: a temporary folder, removed after): a finished run's result "
                          "is reused and our runs resume from their checkpoints, so the command can be stopped and "
                          "run again (hours on preset=smollm2)")
+    ap.add_argument("--reuse", default=None, metavar="REPORT.json",
+                    help="a report's JSON (e.g. results/smollm2/crosscheck_trl_s0.json): its finished runs are "
+                         "reused when made under this config (fingerprint and lr), not run again")
     args = ap.parse_args(argv)
     try:
         import trl  # noqa: F401
@@ -339,13 +346,21 @@ def main(argv: list[str] | None = None) -> int:
     want = fingerprint(cfg)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="trapo-crosscheck-"))
     results: dict[str, dict] = {}
+    reported = json.loads(Path(args.reuse).read_text())["runs"] if args.reuse else {}
     try:
         for name, fn, lr in (("ours", run_ours, float(cfg.train.lr)), ("ours_lr0", run_ours, LR_ZERO),
                              ("trl", run_trl, float(cfg.train.lr))):
             if name in skip:
                 continue
             done = work / f"{name}.json"
-            if args.work and done.exists():
+            if name in reported:
+                results[name] = reported[name]
+                got = (results[name].get("fingerprint"), results[name].get("lr"))
+                if got != (want, lr):
+                    raise SystemExit(f"{args.reuse}: run {name} was made under another config (fingerprint, lr "
+                                     f"{got} != {(want, lr)}): leave out --reuse, or --skip {name}")
+                print(f"[crosscheck] {name}: finished before, read from {args.reuse}", flush=True)
+            elif args.work and done.exists():
                 results[name] = json.loads(done.read_text())
                 refuse_other_config(results[name], want, lr, f"{done}: a run", f"{done} and {work / name}")
                 print(f"[crosscheck] {name}: finished before, read from {done}", flush=True)

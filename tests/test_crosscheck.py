@@ -85,3 +85,21 @@ def test_work_folder_reuses_a_run_only_under_the_config_it_ran_with(tmp_path):
     claim_run_folder(tmp_path / "ours", base, 2e-5)  # the same run, started again: resumes
     with pytest.raises(SystemExit, match="another config"):
         claim_run_folder(tmp_path / "ours", base, 3e-6)
+
+
+def test_reuse_reads_finished_runs_from_a_report_only_under_the_same_config(tmp_path, monkeypatch, capsys):
+    """--reuse: a committed report's runs are not run again on a fresh clone (adding TRL to a real-LM report
+    costs TRL's hour, not three), and a report made under another config is refused by name."""
+    import crosscheck_trl
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    first_out, out = tmp_path / "first.md", tmp_path / "cc.md"
+    assert crosscheck_trl.main(["preset=smoke", "train.steps=2", "--skip", "ours_lr0,trl", "--out", str(first_out)]) == 0
+    first = json.loads(first_out.with_suffix(".json").read_text())["runs"]
+    capsys.readouterr()
+    args = ["preset=smoke", "train.steps=2", "--skip", "ours_lr0,trl", "--reuse", str(first_out.with_suffix(".json"))]
+    assert crosscheck_trl.main([*args, "--out", str(out)]) == 0
+    assert "ours: finished before, read from" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == first
+    with pytest.raises(SystemExit, match="run ours was made under another config"):
+        crosscheck_trl.main(["preset=smoke", "train.steps=3", *args[2:], "--out", str(out)])
