@@ -29,11 +29,11 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from trapo.engines.openrlhf import CONFIG_ENV, OPENRLHF_VERSION
-from trapo.engines.openrlhf.launch import (REPO, Flag, Launch, data_source, deepspeed_flags, input_warnings,
-                                           max_len, model_source, optimizer_flags, readable_runtime_env, short_env,
+from trapo.engines.openrlhf.flags import (REPO, Flag, deepspeed_flags, max_len, model_source, optimizer_flags,
+                                          rollout_engine, with_rollout_route)
+from trapo.engines.openrlhf.launch import (Launch, data_source, input_warnings, readable_runtime_env, short_env,
                                            step_prompt_indices, tracking_uri_abs, training_set, write_jsonl_atomic)
 from trapo.engines.openrlhf.launch import execute as run_launch
-from trapo.engines.openrlhf.launch import rollout_engine, with_rollout_route
 from trapo.engines.openrlhf.settings import encode, to_container
 
 ENTRY_MODULE = "baselines.openrlhf_sft_entry"

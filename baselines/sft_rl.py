@@ -52,7 +52,8 @@ class Plan:
 
 def plan(cfg, run_dir, parent_run_id: str | None = None) -> Plan:
     from baselines.openrlhf_sft import build_sft_launch, output_root
-    from trapo.engines.openrlhf.launch import Flag, build_launch
+    from trapo.engines.openrlhf.flags import Flag
+    from trapo.engines.openrlhf.launch import build_launch
 
     run_dir = Path(run_dir).resolve()
     n_sft, n_rl = split_steps(cfg)

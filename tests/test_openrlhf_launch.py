@@ -24,7 +24,7 @@ from trapo.engines.openrlhf import CONFIG_ENV  # noqa: E402
 # engine settings that are not an OpenRLHF flag, and where the launch names them
 NOT_FLAGS = {
     "name": "selects this engine",
-    "rollout": "vllm: no flag of its own; cpu: launch.CPU_ROUTE and --vllm.sync_backend gloo (test_openrlhf_job.py)",
+    "rollout": "vllm: no flag of its own; cpu: flags.CPU_ROUTE and --vllm.sync_backend gloo (test_openrlhf_job.py)",
     "dry_run": "this printout",
     "launcher": "the command: ray job submit (ray_job) or the driver itself (local)",
     "ray_address": "ray job submit --address",

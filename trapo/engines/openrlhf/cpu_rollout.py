@@ -88,7 +88,7 @@ def install_vllm_names() -> bool:
 def install_flash_attn_kernels_name() -> bool:
     """OpenRLHF imports flash_attn's pure-Python padding helpers, whose package imports its CUDA kernels module
     (`flash_attn_2_cuda`, absent from a CPU install). A module of that name whose every attribute fails lets the
-    helpers import; the CPU route runs attention with `eager` (launch.CPU_ROUTE), so no kernel is ever called."""
+    helpers import; the CPU route runs attention with `eager` (flags.CPU_ROUTE), so no kernel is ever called."""
     if "flash_attn_2_cuda" in sys.modules or importlib.util.find_spec("flash_attn_2_cuda") is not None:
         return False
     mod = types.ModuleType("flash_attn_2_cuda")

@@ -70,7 +70,7 @@ FALLBACK_FILE = "mlflow_fallback.jsonl"  # what MLflow did not take (trapo.track
 
 def job_output_dir(args) -> Path:
     """The job's output directory: the launcher's engine.output_dir (default <run dir>/openrlhf), which holds
-    OpenRLHF's checkpoints (`--ckpt.path`, `launch.deepspeed_flags`) and final model."""
+    OpenRLHF's checkpoints (`--ckpt.path`, `flags.deepspeed_flags`) and final model."""
     return Path(args.ckpt.path).parent
 
 
