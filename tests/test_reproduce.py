@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from experiments.report import paper_numbers as paper
 from experiments.report import readme
 from experiments.report import tables as tab
-from experiments.report.jobs import build_jobs, compose_run, config_hash, plan_specs
+from experiments.report.plan import build_jobs, compose_run, config_hash, plan_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

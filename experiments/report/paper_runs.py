@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.report.jobs import ROOT, Job, RunResult, RunSpec, Store, read_history, run_overrides
+from experiments.report.plan import ROOT, Job, RunSpec, run_overrides
+from experiments.report.store import RunResult, Store, read_history
 
 def script(name: str) -> str:
     """experiments/<name> relative to the working directory (commands run where reproduce.py runs)."""

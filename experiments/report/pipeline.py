@@ -11,7 +11,9 @@ from experiments.report import figures as figs
 from experiments.report import paper_numbers as paper
 from experiments.report import readme
 from experiments.report import tables as tab
-from experiments.report.jobs import (ROOT, Job, Reproducer, RunResult, Store, alpha_label, build_jobs, plan_specs)
+from experiments.report.jobs import Reproducer
+from experiments.report.plan import ROOT, Job, alpha_label, build_jobs, plan_specs
+from experiments.report.store import RunResult, Store
 from trapo.rl_step import is_adaptive, logs_guidance
 
 
