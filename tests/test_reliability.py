@@ -630,6 +630,7 @@ def test_crash_then_rerun_resumes_mid_rl_phase_identically(tmp_path, client, mon
 
 
 def test_resume_never_moves_earlier_outputs_aside(tmp_path):
+    from trapo.run_dir import set_aside_previous
     from trapo.trainer import Trainer
 
     out = tmp_path / "run"
@@ -638,7 +639,7 @@ def test_resume_never_moves_earlier_outputs_aside(tmp_path):
     (out / "metrics.jsonl").write_text('{"step": 1}\n')
     (out / "run.log").write_text("log")
     trainer = Trainer(compose("resume=never"), out)
-    trainer._set_aside_previous()
+    set_aside_previous(trainer.output_dir)
     (prev,) = (out / "previous").iterdir()
     assert (prev / "checkpoints" / "step_000002" / "state.json").exists() and (prev / "metrics.jsonl").exists()
     assert not (out / "checkpoints").exists() and (out / "run.log").exists()

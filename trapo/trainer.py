@@ -39,6 +39,8 @@ from trapo.guidance import guidance_schedule, rl_schedule
 from trapo.hooks import StepHook, check_claimed
 from trapo.models.loading import check_model_source, load_model_and_tokenizer
 from trapo.rewards import build_reward
+from trapo.run_dir import (resolved_config_file, run_log, set_aside_previous, truncate_metrics,
+                            write_mlflow_pointer)
 from trapo.rollout import Prompt, tokenize_prompt
 from trapo.rl_step import rl_metrics, rl_step, sft_metrics, sft_step
 from trapo.tracking import Tracker, check_reachable, run_name, run_tags, ui_hint
@@ -187,20 +189,6 @@ class Trainer:
             raise ValueError(f"{state.path}: cannot resume, the checkpoint belongs to another run "
                              f"({'; '.join(diffs)}); {redo}")
 
-    def _set_aside_previous(self) -> None:
-        """resume=never in a used run dir: move the earlier outputs to previous/<time>/ (nothing is deleted)."""
-        names = ("checkpoints", "metrics.jsonl", "final_metrics.json", "eval", "mlflow_fallback.jsonl")
-        present = [self.output_dir / n for n in names if (self.output_dir / n).exists()]
-        if not present:
-            return
-        dest = self.output_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-        while dest.exists():
-            dest = dest.with_name(dest.name + "_")
-        dest.mkdir(parents=True)
-        for p in present:
-            os.replace(p, dest / p.name)
-        log.warning("resume=never: earlier outputs of %s moved to %s", self.output_dir, dest)
-
     def _checkpoint_meta(self, step: int, phase: str, tracker: Tracker) -> dict:
         meta = {"mlflow_run_id": tracker.run_id, "phase": phase, "method": str(self.method.name),
                 "data": self._data_position(step)}
@@ -281,7 +269,7 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         state = self._prepare()  # everything that can reject the run, before its directory or log exists
-        with self._log_file(), self._sigterm_stops():
+        with run_log(self.output_dir, step_log), self._sigterm_stops():
             return self._run(state)
 
     @contextmanager
@@ -312,37 +300,10 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    @contextmanager
-    def _log_file(self):
-        """<run dir>/run.log gets the run's log (Hydra's job log when it already writes there) and the step lines."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = (self.output_dir / "run.log").resolve()
-        root = logging.getLogger()
-        handler = next((h for h in root.handlers if isinstance(h, logging.FileHandler)
-                        and Path(h.baseFilename).resolve() == path), None)
-        own = handler is None
-        if own:
-            handler = logging.FileHandler(path, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-            root.addHandler(handler)
-        saved = root.level, step_log.propagate, step_log.level
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
-        step_log.addHandler(handler)
-        step_log.propagate, step_log.level = False, logging.INFO
-        try:
-            yield
-        finally:
-            step_log.removeHandler(handler)
-            root.level, (step_log.propagate, step_log.level) = saved[0], saved[1:]
-            if own:
-                root.removeHandler(handler)
-                handler.close()
-
     def _run(self, state: CheckpointState | None) -> dict[str, float]:
         cfg = self.cfg
         if cfg.resume == "never":
-            self._set_aside_previous()
+            set_aside_previous(self.output_dir)
         self._setup()
         total = int(cfg.train.steps)
         phases = method_phases(self.method, total)
@@ -354,7 +315,7 @@ class Trainer:
             for hook in self.hooks:
                 hook.load(state.meta.get(hook.config_key))
         self.step = start
-        self._truncate_metrics(start)
+        truncate_metrics(self.output_dir, start)
         tags = {**run_tags(cfg, self.output_dir, self.overrides, source=self.source, command=self.command),
                 **self.tags}
         name = run_name(str(self.method.name), cfg.seed, cfg.get("preset_name"), tags["overrides"].split())
@@ -367,16 +328,10 @@ class Trainer:
             from trapo.tracking import flatten
 
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            cfg_file = self.output_dir / ".hydra" / "config.yaml"
-            if not cfg_file.exists():
-                cfg_file.parent.mkdir(parents=True, exist_ok=True)
-                cfg_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            tracker.log_artifact(str(cfg_file), "config")
+            tracker.log_artifact(str(resolved_config_file(self.output_dir, OmegaConf.to_yaml(cfg, resolve=True))),
+                                 "config")
         mlflow_run = f"MLflow run '{tracker.run_name}' ({tracker.run_id[:8]}, experiment {cfg.tracking.experiment})"
-        # which MLflow run this directory belongs to (a multirun's summary table and experiments/summary.py read it)
-        (self.output_dir / "mlflow_run.json").write_text(json.dumps(
-            {"run_id": tracker.run_id, "run_name": tracker.run_name, "experiment": str(cfg.tracking.experiment),
-             "tracking_uri": tracker.uri}, indent=2))
+        write_mlflow_pointer(self.output_dir, tracker, str(cfg.tracking.experiment))
         if state is not None:
             log.info("resuming from step %d/%d (checkpoint %s)", start, total, state.path.name)
         log.info("outputs: %s | %s", self.output_dir, mlflow_run)
@@ -400,20 +355,6 @@ class Trainer:
             self.grader.close()
             if hasattr(self.reward_fn, "close"):
                 self.reward_fn.close()
-
-    def _truncate_metrics(self, start: int) -> None:
-        """metrics.jsonl keeps the steps up to the checkpoint; the steps after it are about to be redone."""
-        path = self.output_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= start:
-                    keep.append(line + "\n")
-            except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
-                pass
-        path.write_text("".join(keep))
 
     def _loop(self, phases: list[Phase], start: int, total: int, tracker: Tracker) -> dict[str, float]:
         cfg = self.cfg
