@@ -10,5 +10,5 @@ need besides the algorithm.
   hydra_callbacks  what a Hydra multirun prints (conf/config.yaml `hydra.callbacks`)
 
 The scripts put the repository root on `sys.path` and import this folder as the package `experiments`.
-Nothing in `trapo/`, `baselines/` or `evaluation/` imports from here (tests/test_architecture.py).
+Nothing in `trapo/`, `baselines/` or `evaluation/` imports from here (tests/unit/test_architecture.py).
 """

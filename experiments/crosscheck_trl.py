@@ -59,7 +59,7 @@ def fingerprint(cfg) -> str:
 
     d = OmegaConf.to_container(cfg, resolve=True)
     d["train"].pop("lr", None)
-    d["engine"].pop("num_threads", None)  # the update is bitwise the same on any thread count (tests/test_local_engine.py)
+    d["engine"].pop("num_threads", None)  # the update is bitwise the same on any thread count (tests/engine/test_local_engine.py)
     d.pop("progress", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -6,7 +6,7 @@
    preset=smoke size through the trainer itself, then its evaluation sampled at T = 0.6; finite losses, step
    time, peak memory;
 2. one DeepSpeed actor step of OpenRLHF (ZeRO-2 and ZeRO-3, bf16, one NCCL rank) on the batch of
-   tests/test_openrlhf_parity.py, against the local engine on CUDA in bf16 on the same batch: loss within 1e-2
+   tests/openrlhf_engine/test_openrlhf_parity.py, against the local engine on CUDA in bf16 on the same batch: loss within 1e-2
    relative, gradient cosine >= 0.99 (the CPU parity test checks the fp32 ZeRO-0 case to 1e-5);
 3. the suite's `gpu` tests and ReLIFT's ZeRO-3 optimizer-state isolation (`pytest -m "gpu or zero3"`).
 No vLLM, Ray or flash-attn is needed (the tests' stubs stand in for vLLM's imports, attention is sdpa).
@@ -61,7 +61,7 @@ def compose(*overrides: str):
 
 # ---- 1. the local engine through the trainer -----------------------------------------------------------
 def local_engine_check(dtype: str, steps: int, work: Path, device: str = "cuda") -> dict:
-    """(tests/test_gpu_path.py runs this on CPU with device="cpu": the same code but the memory counters)"""
+    """(tests/engine/test_gpu_path.py runs this on CPU with device="cpu": the same code but the memory counters)"""
     import torch
 
     from trapo.trainer import Trainer
@@ -123,11 +123,11 @@ def _flat(tensors):
 
 
 def deepspeed_check(zero_stage: int, work: Path, device: str = "cuda") -> dict:
-    """device="cpu" (tests/test_gpu_path.py) runs the same steps on the CPU parity test's strategy (gloo, fp32,
+    """device="cpu" (tests/engine/test_gpu_path.py) runs the same steps on the CPU parity test's strategy (gloo, fp32,
     bf16 off) and the local engine in fp32: everything but NCCL, bf16 and the CUDA memory counters."""
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "openrlhf_engine"))
     import test_openrlhf_parity as P  # the parity test's batch, stubs and imports (vLLM stubbed)
     from openrlhf.utils.deepspeed import DeepspeedStrategy
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -6,7 +6,7 @@
 #
 # GPU clusters install `pip install -e .[openrlhf]` plus vLLM instead (flash-attn and DeepSpeed ops built).
 # Here flash-attn is installed without its CUDA kernels and DeepSpeed without prebuilt ops; vLLM is not
-# installed (the tests use stubs under tests/stubs). Every core package whose version OpenRLHF could
+# installed (the tests use stubs under tests/openrlhf_engine/stubs). Every core package whose version OpenRLHF could
 # move is pinned to what the core install chose (torch==2.13.0 above all: never another torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."

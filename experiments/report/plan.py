@@ -22,7 +22,7 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
             "engine.output_dir", "engine.data_dir", "engine.working_dir", "engine.ray_address", "engine.launcher",
             "method.runner",  # which module trains a method follows from its name (baselines/)
             # how the update is cut into forward/backward passes: memory, not the objective (the gradient is the
-            # same up to float summation order, tests/test_local_engine.py), so runs made before they existed count
+            # same up to float summation order, tests/engine/test_local_engine.py), so runs made before they existed count
             "train.micro_batch_tokens", "train.logits_chunk_tokens", "train.gradient_checkpointing",
             # read only through engine.max_prompt_len (openrlhf), which the hash covers resolved
             "model.max_prompt_len")

@@ -7,7 +7,7 @@ the LUFFY prefix scale and the loss diagnostics, in trapo.rl_step).
 The update runs each distinct prompt once per step (`PromptStates`): the G samples of a group share one
 forward and backward pass over their prompt and run only their own tokens (prefix + completion) on top of
 its KV cache, in micro-batches bucketed by length. The gradient is that of running every sequence whole
-(tests/test_local_engine.py); only with dropout on would a prompt's samples share one dropout mask.
+(tests/engine/test_local_engine.py); only with dropout on would a prompt's samples share one dropout mask.
 
 Its memory is bounded whatever the lengths and the vocabulary: micro-batches (and chunks of prompts) hold at most
 `micro_batch_tokens` padded tokens as well as `micro_batch_size` sequences; log-probs and entropy come from the

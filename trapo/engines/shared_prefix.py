@@ -4,7 +4,7 @@ The G samples of a prompt (GRPO), or of a prompt + prefix (a TRAPO micro-group),
 input. A plain cache holds one copy per sample and every decode step reads all of them: on a CPU that read is
 the bound of the step (memory bandwidth, not FLOPs). Here the input's K/V are kept once per distinct input
 and each sample's own tokens separately; the scores over both parts go through one softmax, so the result is
-ordinary attention over [input, own tokens] (tests/test_local_engine.py checks tokens against HF `generate`).
+ordinary attention over [input, own tokens] (tests/engine/test_local_engine.py checks tokens against HF `generate`).
 
 Used by trapo.engines.sampling for the decode steps only (the prefill is the model's own attention), through
 transformers' attention interface: while `active(model, cache)` is on, the model's attention layers call

@@ -10,7 +10,7 @@ steps on word problems answered in a **terse** style,
 which is not the teacher's (trapo/data/word_problems.py: "Step 1: Maya adds the 4 new cookies. 22 + 4 = 26. ...",
 with × and ÷), so the reference solutions the guided methods learn from stay partly unlikely under the warmed
 model (their low-probability tokens are what TrSFT's trust region is about). The warm-up problems come from their
-own seed; tests/test_smollm2_preset.py checks that none of them is a training, validation or evaluation question.
+own seed; tests/e2e/test_smollm2_preset.py checks that none of them is a training, validation or evaluation question.
 
 The result is an ordinary safetensors model directory under ``$TRAPO_CACHE/models/warm-<key>``, keyed by a hash
 of the base model's file and the warm-up recipe (as the tiny model is), so every later run and evaluation loads it

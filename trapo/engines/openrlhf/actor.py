@@ -18,7 +18,7 @@ micro-batch the step's sample count divided by those steps (`loss_batch_info["gl
     normaliser = global_batch_size x max_new_tokens / dp_size
 
 gives the gradient of sum(all tokens of the step) / (n_samples x max_new_tokens) after DeepSpeed's
-scaling -- the local engine's update (tests/test_openrlhf_parity.py checks it to 1e-5).
+scaling -- the local engine's update (tests/openrlhf_engine/test_openrlhf_parity.py checks it to 1e-5).
 
 Metrics: OpenRLHF averages each metric over the step's samples (weighted by micro-batch size). Totals
 (loss, entropy sums, expert-token sums) are reported as value x n_step / n_micro so that average is the

@@ -20,7 +20,7 @@
    optimizer step (where its optimizer state lives).
 
 `TARGETS` holds the sha256 of each of these sources as released in 0.11.2; `check_targets` (run by the
-entry, and by tests/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
+entry, and by tests/openrlhf_engine/test_openrlhf_launch.py) fails when OpenRLHF changes any of them, so an upgrade is a
 deliberate re-check of this file, not a silent change of the algorithm.
 """
 
