@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from experiments.report.plan import Job, base_view
+from experiments.report.plan import Job, base_view, train_hash
 from experiments.report.store import RunResult, Store, read_json, read_history
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,28 @@ class Reproducer:
                              read_history(job.run_dir))
         return None
 
+    def trained_before(self, job: Job):
+        """(MLflow run, run dir, final checkpoint) of a finished training run whose config differs from the job's
+        only in evaluation settings (`EVAL_ONLY`), or None. Runs tagged before `train_hash` existed are matched
+        through the resolved config their run dir keeps (.hydra/config.yaml)."""
+        if not self.rcfg.reuse or self.store is None or job.kind != "train":
+            return None
+        want = train_hash(job.cfg)
+        for run in self.store.finished_runs(job.method, job.seed):
+            run_dir = Path(run.data.tags.get("run_dir") or "")
+            if not run.data.tags.get("run_dir") or not run_dir.is_dir():
+                continue
+            tagged = run.data.tags.get("train_hash")
+            if tagged is None:
+                with contextlib.suppress(Exception):  # a config that no longer composes is not a match
+                    from omegaconf import OmegaConf
+
+                    tagged = train_hash(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+            ckpt = final_checkpoint(job.cfg, run_dir) if tagged == want else None
+            if ckpt is not None:
+                return run, run_dir, ckpt
+        return None
+
     # -- one job
     def run(self, job: Job) -> RunResult:
         t0 = time.monotonic()
@@ -127,6 +149,10 @@ class Reproducer:
             return RunResult(job, "missing (not trained: missing=skip)")
         if res is None or (job.passk and self.passk_settings and res.passk is None):
             quiet_transformers()
+        if res is None and job.kind == "train":
+            before = self.trained_before(job)
+            if before is not None:
+                res = self._reevaluate(job, *before)
         if res is None:
             res = self._base(job) if job.kind == "base" else self._train(job)
         if job.passk and self.passk_settings and res.passk is None:
@@ -135,8 +161,11 @@ class Reproducer:
         return res
 
     def _tags(self, job: Job) -> dict[str, str]:
-        return {"config_hash": job.hash, "run_dir": str(job.run_dir.resolve()), "reproduce_preset": str(self.rcfg.preset),
+        tags = {"config_hash": job.hash, "run_dir": str(job.run_dir.resolve()), "reproduce_preset": str(self.rcfg.preset),
                 "reproduce_labels": ",".join(job.labels), "seed": str(job.seed)}
+        if job.kind == "train":
+            tags["train_hash"] = train_hash(job.cfg)
+        return tags
 
     def _overrides(self, job: Job) -> list[str]:
         """What this run changes besides preset, method and seed (its MLflow name and `overrides` tag)."""
@@ -175,24 +204,78 @@ class Reproducer:
         self._finish(job, run_id, final, time.monotonic() - t0)
         return res
 
-    def _base(self, job: Job) -> RunResult:
-        """The untrained model, evaluated as the trainer evaluates (evaluation.runner on the local engine)."""
-        from evaluation.runner import evaluate_items, write_results
+    def _evaluate_splits(self, cfg, data, backend) -> dict:
+        """Every evaluation split (valid first) under the run config's evaluation settings."""
+        from evaluation.runner import evaluate_items
+
+        ev = cfg.eval
+        splits = ({"valid": data.valid} if data.valid else {}) | dict(data.eval_splits)
+        return {name: evaluate_items(items, backend, self.grader, n_samples=int(ev.n_samples),
+                                     temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                                     seed=int(cfg.seed), name=name)
+                for name, items in splits.items()}
+
+    def _reevaluate(self, job: Job, trained, trained_dir: Path, ckpt: Path) -> RunResult:
+        """A finished run's final weights under this job's evaluation settings: a new MLflow run, tagged with the
+        job's config hash and `reevaluated_from` (the training run), that carries the training run's per-step
+        metrics; its run dir holds the new evaluation, a copy of metrics.jsonl and a link to the checkpoints."""
+        import shutil
+
+        from omegaconf import OmegaConf
+
+        from evaluation.runner import eval_metrics, write_results
         from trapo.data.loading import load_dataset
-        from trapo.tracking import Tracker, flatten
-        from evaluation.runner import eval_metrics
+        from trapo.tracking import Tracker, flatten, run_name, run_tags
 
         t0 = time.monotonic()
-        cfg, ev = job.cfg, job.cfg.eval
+        cfg = job.cfg
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        if (trained_dir / "metrics.jsonl").exists():
+            shutil.copyfile(trained_dir / "metrics.jsonl", job.run_dir / "metrics.jsonl")
+        link = job.run_dir / "checkpoints"
+        if not link.exists():
+            link.symlink_to((trained_dir / "checkpoints").resolve(), target_is_directory=True)
+        data = load_dataset(cfg.data)
+        backend = local_backend(cfg, ckpt)
+        results = self._evaluate_splits(cfg, data, backend)
+        write_results(results, job.run_dir / "eval")
+        final = eval_metrics(results)
+        (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        run_id = None
+        if self.store is not None:
+            tags = {**run_tags(cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py",
+                               command=job.command(self.rcfg)),
+                    **self._tags(job), "reevaluated_from": trained.info.run_id}
+            name = run_name(job.method, job.seed, cfg.get("preset_name"), tags["overrides"].split())
+            tracker = Tracker(str(self.rcfg.experiment), run_name=name, tags=tags,
+                              fallback_path=job.run_dir / "mlflow_fallback.jsonl")
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            history = read_history(job.run_dir)
+            if history is not None:
+                for row in history.to_dict("records"):
+                    tracker.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
+            tracker.log_metrics(final, step=int(cfg.train.steps))
+            tracker.finish("FINISHED")
+            run_id = tracker.run_id
+        res = RunResult(job, f"re-evaluated (trained in MLflow run {trained.info.run_id[:8]})", run_id, job.run_dir,
+                        final, read_history(job.run_dir))
+        if job.passk and self.passk_settings:
+            res.passk = self._passk_eval(job, res, backend, data.eval_splits)
+        self._finish(job, run_id, final, time.monotonic() - t0)
+        return res
+
+    def _base(self, job: Job) -> RunResult:
+        """The untrained model, evaluated as the trainer evaluates (evaluation.runner on the local engine)."""
+        from evaluation.runner import eval_metrics, write_results
+        from trapo.data.loading import load_dataset
+        from trapo.tracking import Tracker, flatten
+
+        t0 = time.monotonic()
+        cfg = job.cfg
         job.run_dir.mkdir(parents=True, exist_ok=True)
         data = load_dataset(cfg.data)
         backend = local_backend(cfg)
-        results = {}
-        splits = ({"valid": data.valid} if data.valid else {}) | dict(data.eval_splits)
-        for name, items in splits.items():
-            results[name] = evaluate_items(items, backend, self.grader, n_samples=int(ev.n_samples),
-                                           temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
-                                           seed=int(cfg.seed), name=name)
+        results = self._evaluate_splits(cfg, data, backend)
         write_results(results, job.run_dir / "eval")
         final = eval_metrics(results)
         (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))

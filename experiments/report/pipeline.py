@@ -78,8 +78,11 @@ def run(rcfg, command: str) -> dict:
             if rcfg.dry_run:
                 for job in jobs:
                     found = rep.lookup(job)
-                    _p(f"{'reuse' if found else 'TRAIN' if job.kind == 'train' else 'EVAL '}  {job.name:28s} "
-                       f"{job.hash[:12]}  {found.status if found else job.command(rcfg)}")
+                    before = None if found else rep.trained_before(job)
+                    what = ("reuse" if found else "REEVAL" if before else "TRAIN" if job.kind == "train" else "EVAL ")
+                    _p(f"{what:6s} {job.name:28s} {job.hash[:12]}  " + (
+                        found.status if found else f"evaluate the final weights of MLflow run {before[0].info.run_id[:8]}"
+                        f" ({_rel(before[1])}) under this config" if before else job.command(rcfg)))
                 return {}
             for i, job in enumerate(jobs, 1):
                 _p(f"[{i}/{len(jobs)}] {job.name} ({', '.join(job.labels)}) ...")
@@ -184,6 +187,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "benchmarks": benchmarks, "experiment": str(rcfg.experiment), "tracking_uri": tracking_uri(),
         "run_root": _rel(rcfg.run_root), "eval_n": eval_n_of(jobs[0].cfg) if jobs else None, "n_trained": trained,
         "n_reused": sum(1 for r in results.values() if r.status.startswith("reused")),
+        "n_reevaluated": sum(1 for r in results.values() if r.status.startswith("re-evaluated")),
         "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
         "comparison": readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main) + readme.compare_ablation(abl),

@@ -26,6 +26,11 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
             "train.micro_batch_tokens", "train.logits_chunk_tokens", "train.gradient_checkpointing",
             # read only through engine.max_prompt_len (openrlhf), which the hash covers resolved
             "model.max_prompt_len")
+# keys that change only how the final model is evaluated (the evaluation splits are drawn after, and excluding,
+# the training set, so their size does not move it): a run that differs from a finished one in these alone is
+# evaluated again from that run's final checkpoint (experiments/report/jobs.py), not trained again
+EVAL_ONLY = ("data.eval_n", "data.eval_splits", "data.eval_benchmarks", "data.eval_benchmark_n", "eval.n_samples",
+             "eval.temperature", "eval.max_new_tokens", "eval.batch_size")
 
 # ---- specs, configs and hashes ----------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -82,6 +87,15 @@ def digest(obj: Any) -> str:
 
 def config_hash(cfg) -> str:
     return digest(hash_view(cfg))
+
+
+def train_hash(cfg) -> str:
+    """The identity of what a run trains: its config hash without `EVAL_ONLY`. Two runs with the same train hash
+    train the same weights, so a finished one is evaluated again under the other's settings, not retrained."""
+    d = hash_view(cfg)
+    for key in EVAL_ONLY:
+        _drop(d, key)
+    return digest(d)
 
 
 @contextlib.contextmanager

@@ -184,6 +184,8 @@ def section(manifest: Mapping, out_dir: Path, link_base: Path, level: int = 2) -
              f"- command: `{manifest['command']}`",
              f"- date: {manifest['date']} (wall time {manifest['seconds']:.0f} s; runs trained {manifest['n_trained']}, "
              f"reused {manifest['n_reused']}"
+             + (f", re-evaluated from a finished run's weights {manifest['n_reevaluated']}"
+                if manifest.get("n_reevaluated") else "")
              + (f", missing {manifest['n_missing']}" if manifest.get("n_missing") else "") + ")",
              f"- machine: {machine_line(manifest['machine'])}",
              f"- git: `{g['commit']}` on `{g['branch']}`" + (" (with uncommitted changes)" if g["dirty"] else ""),

@@ -100,6 +100,14 @@ class Store:
     def finished(self, config_hash: str):
         return self._latest(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
 
+    def finished_runs(self, method: str, seed: int) -> list:
+        """Every FINISHED run of `method` and `seed` in the experiment, newest first."""
+        exp_id = self._exp_id()
+        if exp_id is None:
+            return []
+        return self.client.search_runs([exp_id], f"tags.method = '{method}' and tags.seed = '{int(seed)}' and "
+                                       "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
+
     def started_after(self, t0_ms: int, method: str):
         # the earliest: a job's top-level run (sft_rl on OpenRLHF starts its parent run before its two child runs)
         return self._latest(f"tags.method = '{method}' and attributes.start_time >= {int(t0_ms)}", ascending=True)
