@@ -97,22 +97,88 @@ def dr_grpo_normalizer(n_samples: float, max_new_tokens: int) -> float:
     return float(n_samples * int(max_new_tokens))
 
 
-def prefix_scale(sample: Sample) -> float:
-    """What multiplies a sample's prefix loss: 1, or the advantage for LUFFY's off-policy reference (-A f(p))."""
+def token_mean_normalizer(n_tokens: float) -> float:
+    """SFT's mean over the trained tokens (what a plain NLL step divides by)."""
+    return float(max(n_tokens, 1))
+
+
+# How a step's token losses become one number (verl names the choice `loss_agg_mode`): every RL method here uses
+# Dr.GRPO's "seq-mean-token-sum-norm" (token sums / (samples x max response length)); SFT steps "token-mean"
+RL_LOSS_AGG_MODE, SFT_LOSS_AGG_MODE = "seq-mean-token-sum-norm", "token-mean"
+
+
+def loss_normalizer(loss_agg_mode: str, *, n_samples: float = 0, max_new_tokens: int = 0, n_tokens: float = 0) -> float:
+    """What a step's token sums are divided by under `loss_agg_mode` (one of the two above)."""
+    if loss_agg_mode == RL_LOSS_AGG_MODE:
+        return dr_grpo_normalizer(n_samples, max_new_tokens)
+    if loss_agg_mode == SFT_LOSS_AGG_MODE:
+        return token_mean_normalizer(n_tokens)
+    raise ValueError(f"loss_agg_mode must be {RL_LOSS_AGG_MODE!r} or {SFT_LOSS_AGG_MODE!r}, got {loss_agg_mode!r}")
+
+
+def expert_scale(sample: Sample) -> float:
+    """What multiplies a sample's expert-token loss: 1, or the advantage for LUFFY's off-policy reference (-A f(p))."""
     return sample.advantage if sample.off_policy else 1.0
+
+
+@dataclass
+class TokenBatch:
+    """A micro-batch as the loss sees it, the same for every engine: [B, T] aligned with the scored tokens (the
+    targets), [B] per sample. The local engine collates it from samples (`TokenBatch.of_samples`), OpenRLHF's actor
+    from its experience's columns (trapo/engines/openrlhf/actor.py); both hand it to `batch_loss`.
+
+    - `policy_mask`: 1 on the policy's own sampled tokens, which the policy gradient trains;
+    - `expert_weight`: the weight of each expert token's loss (the expert prefix, or LUFFY's whole reference): 1,
+      0 off the expert tokens, 0 on a prefix copy whose loss another sample of its micro-group carries;
+    - `expert_scale`: [B] what multiplies the sample's expert loss (`expert_scale`: LUFFY's advantage, else 1);
+    - `advantages`: [B]; `unguided`: [B] sampled without an expert prefix (rewards, lengths, entropy are theirs).
+    """
+
+    policy_mask: torch.Tensor
+    expert_weight: torch.Tensor
+    expert_scale: torch.Tensor
+    advantages: torch.Tensor
+    unguided: torch.Tensor
+
+    @staticmethod
+    def columns(samples: Sequence[Sample], width: int) -> dict[str, torch.Tensor]:
+        """The fields for `samples`, each sample's prefix + completion right-padded to `width` tokens."""
+        n = len(samples)
+        policy, expert = torch.zeros((n, width)), torch.zeros((n, width))
+        for i, s in enumerate(samples):
+            k, c = len(s.prefix_ids), len(s.prefix_ids) + len(s.completion_ids)
+            expert[i, :k] = s.prefix_loss_weight
+            policy[i, k:c] = 1.0
+        return {"policy_mask": policy, "expert_weight": expert,
+                "expert_scale": torch.tensor([expert_scale(s) for s in samples], dtype=torch.float32),
+                "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+                "unguided": torch.tensor([not s.guided for s in samples])}
+
+    @classmethod
+    def of_samples(cls, samples: Sequence[Sample], width: int) -> "TokenBatch":
+        return cls(**cls.columns(samples, width))
+
+
+def batch_loss(logprobs: torch.Tensor, batch: TokenBatch, loss: LossSettings, *, entropy: torch.Tensor | None,
+               normalizer: float, old_logprobs: torch.Tensor | None = None, clip_eps: float = 0.2):
+    """`trapo.losses.policy_loss` on a TokenBatch: the one place where the expert weights meet their scale."""
+    from trapo.losses import policy_loss
+
+    return policy_loss(logprobs, batch.advantages, batch.policy_mask, batch.expert_weight * batch.expert_scale[:, None],
+                       entropy=entropy, normalizer=normalizer, old_logprobs=old_logprobs, clip_eps=clip_eps,
+                       **loss.kwargs())
 
 
 TOKEN_SUMS = ("ent_sum", "ent_tok", "exp_p_sum", "exp_tok", "exp_low")
 
 
 @torch.no_grad()
-def token_sums(logprobs: torch.Tensor, entropy: torch.Tensor, rl_mask: torch.Tensor, expert_mask: torch.Tensor,
-               unguided: torch.Tensor, alpha: float) -> dict[str, float]:
-    """A micro-batch's sums for the step's diagnostics ([B, T] tensors, `unguided` [B]): the entropy over the RL
-    tokens of unguided samples, and over the expert tokens (`expert_mask` > 0) their probability and how many lie
-    below alpha (where TrSFT scales the gradient down by p / alpha)."""
-    unguided_rl = rl_mask * unguided[:, None]
-    expert = expert_mask > 0
+def token_sums(logprobs: torch.Tensor, entropy: torch.Tensor, batch: TokenBatch, alpha: float) -> dict[str, float]:
+    """A micro-batch's sums for the step's diagnostics: the entropy over the policy tokens of unguided samples, and
+    over the expert tokens (`expert_weight` > 0) their probability and how many lie below alpha (where TrSFT scales
+    the gradient down by p / alpha)."""
+    unguided_rl = batch.policy_mask * batch.unguided[:, None]
+    expert = batch.expert_weight > 0
     p = logprobs.detach().float().exp()[expert]
     return {"ent_sum": float((entropy.detach().float() * unguided_rl).sum()), "ent_tok": float(unguided_rl.sum()),
             "exp_p_sum": float(p.sum()), "exp_tok": float(expert.sum()), "exp_low": float((p < alpha).sum())}
@@ -123,8 +189,9 @@ def update(engine, samples: Sequence[Sample], method, max_new_tokens: int,
     """One optimizer step of the method's RL objective over `samples` (advantages set). `temperature` is the one
     the rollouts sampled at: the update scores log softmax(logits / T), so its gradient is the policy gradient
     of the policy that sampled (as TRL, verl and OpenRLHF do)."""
-    return engine.train_step(samples, normalizer=dr_grpo_normalizer(len(samples), max_new_tokens),
-                             temperature=float(temperature), **LossSettings.of(method).kwargs())
+    normalizer = loss_normalizer(RL_LOSS_AGG_MODE, n_samples=len(samples), max_new_tokens=max_new_tokens)
+    return engine.train_step(samples, normalizer=normalizer, temperature=float(temperature),
+                             **LossSettings.of(method).kwargs())
 
 
 @dataclass
@@ -153,8 +220,8 @@ def sft_step(engine, prompts: Sequence[Prompt], method, *, max_new_tokens: int) 
     as every other method's expert tokens are (RL prefixes, LUFFY, ReLIFT, OpenRLHF's SFT): one token budget."""
     samples = [Sample(g, 0, p.prompt_ids, p.solution_ids[: int(max_new_tokens)], [], reward=1.0)
                for g, p in enumerate(prompts)]
-    n_tokens = sum(len(s.prefix_ids) for s in samples)
-    return engine.train_step(samples, normalizer=float(n_tokens), prefix_loss="sft", alpha=0.0, gamma=0.0,
+    normalizer = loss_normalizer(SFT_LOSS_AGG_MODE, n_tokens=sum(len(s.prefix_ids) for s in samples))
+    return engine.train_step(samples, normalizer=normalizer, prefix_loss="sft", alpha=0.0, gamma=0.0,
                              entropy_coef=0.0, alpha_for_stats=float(method.alpha))
 
 

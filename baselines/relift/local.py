@@ -75,7 +75,7 @@ class LocalRelift:
         for states, batches in eng.update_batches(samples):  # the engine's micro-batches and token budget
             for idx in batches:
                 mb, logp, entropy = eng.logprobs(states, samples, idx)
-                out = sft_loss(logp, entropy, mb.prefix_mask, entropy_coef=s.entropy_coef, normalizer=n_tokens)
+                out = sft_loss(logp, entropy, mb.expert_weight, entropy_coef=s.entropy_coef, normalizer=n_tokens)
                 out.loss.backward()
                 eng._grads_to_masters()
                 nll += float(out.nll)

@@ -85,6 +85,8 @@ class Reproducer:
         p = rcfg.passk or {}
         self.passk_settings = ({"split": str(p["split"]), "n_samples": int(p["n_samples"]),
                                 "temperature": float(p["temperature"])} if p.get("split") else None)
+        if self.passk_settings and p.get("n_problems"):  # the split's first n problems (its samples cost n x k)
+            self.passk_settings["n_problems"] = int(p["n_problems"])
 
     @property
     def grader(self):
@@ -336,7 +338,8 @@ class Reproducer:
         if s["split"] not in splits:
             log.warning("pass@k split %r is not an evaluation split (%s)", s["split"], ", ".join(splits))
             return None
-        summary, rows = evaluate_items(splits[s["split"]], backend, self.grader, n_samples=s["n_samples"],
+        items = splits[s["split"]][: s.get("n_problems")]
+        summary, rows = evaluate_items(items, backend, self.grader, n_samples=s["n_samples"],
                                        temperature=s["temperature"], max_new_tokens=int(job.cfg.eval.max_new_tokens),
                                        seed=int(job.cfg.seed), name=s["split"])
         out = res.run_dir / "passk"

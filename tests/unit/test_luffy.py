@@ -69,12 +69,12 @@ def test_reference_member_gets_loss_scaled_by_its_advantage(dedupe):
     for i, s in enumerate(samples):
         n_prefix = len(s.prefix_ids)
         if s.off_policy:
-            assert batch.prefix_scale[i].item() == pytest.approx(s.advantage)  # prefix_scale = its advantage
-            assert batch.prefix_mask[i, :n_prefix].tolist() == [1.0] * n_prefix
-            assert batch.rl_mask[i].sum() == 0 and not batch.unguided[i]
+            assert batch.expert_scale[i].item() == pytest.approx(s.advantage)  # expert_scale = its advantage
+            assert batch.expert_weight[i, :n_prefix].tolist() == [1.0] * n_prefix
+            assert batch.policy_mask[i].sum() == 0 and not batch.unguided[i]
         else:
-            assert batch.prefix_scale[i].item() == 1.0 and batch.prefix_mask[i].sum() == 0
-            assert batch.rl_mask[i].sum() == len(s.completion_ids) and batch.unguided[i]
+            assert batch.expert_scale[i].item() == 1.0 and batch.expert_weight[i].sum() == 0
+            assert batch.policy_mask[i].sum() == len(s.completion_ids) and batch.unguided[i]
 
 
 def test_luffy_loss_gradient_is_advantage_times_shaping():

@@ -32,8 +32,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from trapo.engines.optim import MasterWeightAdamW, make_optimizer
 from trapo.engines.sampling import _full_attention
 from trapo.engines.sampling import sample as sample_tokens
-from trapo.losses import policy_loss
-from trapo.rl_step import TOKEN_SUMS, prefix_scale, token_sums
+from trapo.rl_step import TOKEN_SUMS, LossSettings, TokenBatch, batch_loss, token_sums
 from trapo.rollout import Sample
 
 
@@ -110,18 +109,14 @@ class PromptStates:
 
 
 @dataclass
-class OwnTokens:
-    """A micro-batch of samples' own tokens (prefix + completion), right-padded, with the row of each sample's
-    prompt in its `PromptStates`; masks are aligned with `ids` (the targets)."""
+class OwnTokens(TokenBatch):
+    """A micro-batch of samples' own tokens (prefix + completion), right-padded: the loss's `TokenBatch` fields
+    aligned with `ids` (the targets), plus the tokens, their mask and the row of each sample's prompt in its
+    `PromptStates`."""
 
     ids: torch.Tensor  # [B, T]
     mask: torch.Tensor
     rows: torch.Tensor  # [B]
-    rl_mask: torch.Tensor
-    prefix_mask: torch.Tensor
-    advantages: torch.Tensor
-    prefix_scale: torch.Tensor
-    unguided: torch.Tensor
 
     def to(self, device) -> "OwnTokens":
         return OwnTokens(**{k: v.to(device) for k, v in vars(self).items()})
@@ -129,24 +124,15 @@ class OwnTokens:
 
 def collate_own(samples: Sequence[Sample], rows: Sequence[int], pad_id: int) -> OwnTokens:
     width = max(1, max(len(s.prefix_ids) + len(s.completion_ids) for s in samples))
-    n = len(samples)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    rl = torch.zeros((n, width))
-    pre = torch.zeros((n, width))
+    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
     for i, s in enumerate(samples):
-        k, c = len(s.prefix_ids), len(s.prefix_ids) + len(s.completion_ids)
+        c = len(s.prefix_ids) + len(s.completion_ids)
         if c:
             ids[i, :c] = torch.as_tensor(s.prefix_ids + s.completion_ids, dtype=torch.long)
         mask[i, :c] = 1
-        pre[i, :k] = s.prefix_loss_weight
-        rl[i, k:c] = 1.0
-    return OwnTokens(
-        ids=ids, mask=mask, rows=torch.as_tensor(list(rows), dtype=torch.long), rl_mask=rl, prefix_mask=pre,
-        advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
-        prefix_scale=torch.tensor([prefix_scale(s) for s in samples], dtype=torch.float32),
-        unguided=torch.tensor([not s.guided for s in samples]),
-    )
+    return OwnTokens(**TokenBatch.columns(samples, width), ids=ids, mask=mask,
+                     rows=torch.as_tensor(list(rows), dtype=torch.long))
 
 
 def _logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
@@ -407,7 +393,7 @@ class LocalEngine:
         stats["loss"] += out.loss.item()
         stats["pg_loss"] += out.pg_loss.item()
         stats["prefix_loss"] += out.prefix_loss.item()
-        for k, v in token_sums(logp, ent, mb.rl_mask, mb.prefix_mask, mb.unguided, alpha_for_stats).items():
+        for k, v in token_sums(logp, ent, mb, alpha_for_stats).items():
             stats[k] += v
 
     def update_batches(self, samples: Sequence[Sample]):
@@ -437,16 +423,13 @@ class LocalEngine:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         stats = dict.fromkeys(("loss", "pg_loss", "prefix_loss", *TOKEN_SUMS), 0.0)
+        loss = LossSettings(prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy_coef=entropy_coef)
         a_stats = alpha if alpha_for_stats is None else alpha_for_stats
         for states, batches in self.update_batches(samples):
             for idx in batches:
                 with self._timed("logprobs"):
                     mb, logp, ent = self.logprobs(states, samples, idx, temperature)
-                    out = policy_loss(
-                        logp, mb.advantages, mb.rl_mask, mb.prefix_mask * mb.prefix_scale[:, None],
-                        prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy=ent,
-                        entropy_coef=entropy_coef, normalizer=normalizer,
-                    )
+                    out = batch_loss(logp, mb, loss, entropy=ent, normalizer=normalizer)
                 with self._timed("backward"):
                     out.loss.backward()
                     self._grads_to_masters()

@@ -39,8 +39,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from trapo.losses import policy_loss
-from trapo.rl_step import TOKEN_SUMS, LossSettings, dr_grpo_normalizer, logs_guidance, token_sums
+from trapo.rl_step import (RL_LOSS_AGG_MODE, TOKEN_SUMS, LossSettings, TokenBatch, batch_loss, logs_guidance,
+                           loss_normalizer, token_sums)
 
 from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
 from openrlhf.utils.loss_utils import get_loss_batch_info
@@ -77,6 +77,14 @@ def trapo_masks(action_mask: torch.Tensor, prefix_len: torch.Tensor) -> tuple[to
     pos = act.long().cumsum(-1)
     expert = act & (pos <= prefix_len.to(pos.device).long().unsqueeze(-1))
     return expert, act & ~expert
+
+
+def token_batch(action_mask: torch.Tensor, col: Mapping[str, torch.Tensor]) -> TokenBatch:
+    """The loss's TokenBatch from an experience's action mask and the agent's per-sample columns (`INFO_KEYS`)."""
+    expert, policy = trapo_masks(action_mask, col["trapo_prefix_len"])
+    return TokenBatch(policy_mask=policy.float(), expert_weight=expert.float() * col["trapo_prefix_weight"][:, None],
+                      expert_scale=col["trapo_prefix_scale"], advantages=col["trapo_advantage"],
+                      unguided=col["trapo_guided"] == 0)
 
 
 def step_counts(engine) -> tuple[int, int]:
@@ -132,17 +140,13 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
                                   return_output=True, ring_attn_group=self.strategy.ring_attn_group,
                                   return_entropy=True)
         entropy = output.entropy[:, -n_act:]
-        expert, rl = trapo_masks(action_mask, col["trapo_prefix_len"])
-        prefix_w = expert.float() * col["trapo_prefix_weight"][:, None]
+        batch = token_batch(action_mask, col)
 
         dp_size = float(loss_batch_info["dp_size"])
         n_window = float(loss_batch_info["global_batch_size"])  # samples of the optimizer step / accumulation steps
-        normalizer = dr_grpo_normalizer(n_window, st.max_new_tokens) / dp_size
-        out = policy_loss(
-            logp, col["trapo_advantage"], rl.float(), prefix_w * col["trapo_prefix_scale"][:, None],
-            entropy=entropy, normalizer=normalizer, old_logprobs=experience.action_log_probs,
-            clip_eps=float(args.actor.eps_clip), **st.loss.kwargs(),
-        )
+        normalizer = loss_normalizer(RL_LOSS_AGG_MODE, n_samples=n_window, max_new_tokens=st.max_new_tokens) / dp_size
+        out = batch_loss(logp, batch, st.loss, entropy=entropy, normalizer=normalizer,
+                         old_logprobs=experience.action_log_probs, clip_eps=float(args.actor.eps_clip))
         self.strategy.backward(out.loss, self.actor, self.actor_optim)
         self.strategy.optimizer_step(self.actor_optim, self.actor, self.actor_scheduler, name="actor")
         if self.ema_model:
@@ -155,8 +159,8 @@ class TrapoActorPPOTrainer(ActorPPOTrainer):
         # the loss DeepSpeed back-propagates is the step's share times dp_size x gas
         share = 1.0 / (dp_size * gas)
         with torch.no_grad():
-            unguided = (col["trapo_guided"] == 0).float()
-            sums = token_sums(logp, entropy, rl.float(), prefix_w, unguided, st.loss.alpha)
+            unguided = batch.unguided.float()
+            sums = token_sums(logp, entropy, batch, st.loss.alpha)
             totals = {
                 "trapo/loss": float(out.loss.detach()) * share,
                 "trapo/pg_loss": float(out.pg_loss) * share,

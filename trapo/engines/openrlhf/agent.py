@@ -14,7 +14,7 @@ grader on prefix + completion), and per-sample scalars in `extra_logs`, which Op
 
     trapo_prefix_len     expert tokens at the start of the action range (TrSFT, not RL)
     trapo_prefix_weight  1, or 0 for a duplicated prefix (each prefix carries the loss once)
-    trapo_prefix_scale   1, or the advantage for LUFFY's off-policy reference sample (trapo.rl_step.prefix_scale)
+    trapo_prefix_scale   1, or the advantage for LUFFY's off-policy reference sample (trapo.rl_step.expert_scale)
     trapo_advantage      Dr.GRPO advantage (trapo.rl_step.collect_rollouts, over the group)
     trapo_group          id of the prompt's group (unique within a step)
     trapo_round          micro-group index of the sample
@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from trapo import advantages as adv_lib
 from trapo.guidance import GuidanceSchedule
-from trapo.rl_step import collect_rollouts, prefix_scale
+from trapo.rl_step import collect_rollouts, expert_scale
 from trapo.rollout import Prompt, Sample, tokenize_prompt  # noqa: F401  (tokenize_prompt: the trainer's prompts)
 
 try:  # OpenRLHF checks that AgentExecutor subclasses its base; the pure functions work without it
@@ -96,7 +96,7 @@ def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, grou
         "extra_logs": {
             "trapo_prefix_len": float(len(s.prefix_ids)),
             "trapo_prefix_weight": float(s.prefix_loss_weight),
-            "trapo_prefix_scale": float(prefix_scale(s)),
+            "trapo_prefix_scale": float(expert_scale(s)),
             "trapo_advantage": float(s.advantage),
             "trapo_group": float(group_id),
             "trapo_round": float(s.round),
