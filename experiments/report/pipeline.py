@@ -117,6 +117,31 @@ def _paper(rcfg, jobs: list[Job], benchmarks, store) -> dict[str, RunResult]:
     return results
 
 
+def _orderings(rcfg, out: Path, index, results, benchmarks, main, alphas) -> list[str]:
+    """orderings.csv/.md: the orderings the tables state, each with its intervals over problems and over seeds
+    (experiments/report/orderings.py); returns the README's sentences."""
+    from experiments.report import orderings as od
+
+    seeds = [int(s) for s in rcfg.seeds]
+    labels = list(dict.fromkeys([*rcfg.methods, *rcfg.ablation, *alphas]))
+
+    def runs_of(label):
+        return [results.get(index[(label, s)].hash) if (label, s) in index else None for s in seeds]
+
+    avg = {lb: [scores(r, benchmarks).get("avg") if r else None for r in runs_of(lb)] for lb in labels}
+    rows = {lb: [od.per_problem(r.run_dir, benchmarks) if r else None for r in runs_of(lb)] for lb in labels}
+    main_order = [m for m in main.sort_values("avg", ascending=False, kind="stable")["method"] if m in labels]
+    checks = [od.compare(a, b, avg, rows, benchmarks) for a, b in od.pairs_to_check(main_order, list(rcfg.ablation),
+                                                                                      list(alphas))]
+    df = od.frame(checks)
+    df.round(3).to_csv(out / "orderings.csv", index=False)
+    names = {**tab.LABELS, **{k: k for k in alphas}}
+    (out / "orderings.md").write_text(
+        "# Which orderings hold\n\n" + (od.__doc__ or "").split("\n\n", 1)[1].split("Per-problem")[0].strip()
+        + "\n\n" + od.markdown(df, names))
+    return od.sentences(df, names)
+
+
 def eval_n_of(cfg) -> int | None:
     """Problems per evaluation split of a run config (the task's `data.eval_n`; None where the splits are whole
     benchmark files)."""
@@ -167,6 +192,8 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
     if rcfg.figures:
         figures = _figures(rcfg, out, jobs, index, results, alpha_df, of_label)
 
+    orderings = _orderings(rcfg, out, index, results, benchmarks, main, alphas)
+
     runs = []
     for label, s in index:
         job = index[(label, s)]
@@ -191,6 +218,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
         "comparison": readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main) + readme.compare_ablation(abl),
+        "orderings": orderings,
         "notes": _notes(rcfg, real),
     }
     if manifest["n_missing"]:

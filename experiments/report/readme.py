@@ -195,6 +195,9 @@ def section(manifest: Mapping, out_dir: Path, link_base: Path, level: int = 2) -
              f"`{manifest['run_root']}`", ""]
     if manifest.get("comparison"):
         lines += [f"{h}# Against the paper", ""] + [f"- {s}" for s in manifest["comparison"]] + [""]
+    if manifest.get("orderings"):
+        lines += [f"{h}# Which orderings hold ([orderings.md]({rel}/orderings.md))",
+                  ""] + [f"- {s}" for s in manifest["orderings"]] + [""]
     for t in manifest["tables"]:
         files = ", ".join(f"[{Path(f).suffix[1:]}]({rel}/{Path(f).name})" for f in t["files"])
         lines += [f"{h}# {t['title']}", "", f"{t['caption']} Files: {files}. Made by: `{manifest['command']}`.", "",

@@ -154,6 +154,12 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     assert "not a comparison" in res.stdout + res.stderr
     runs = pd.read_csv(out / "runs.csv")
     assert set(runs["status"]) <= {"trained", "evaluated"}
+    # every ordering the tables state, with its intervals over problems and over seeds (one seed: no seed interval,
+    # so nothing holds), named in the README
+    orders = pd.read_csv(out / "orderings.csv")
+    assert ("trapo", "grpo") in set(zip(orders["a"], orders["b"])) and (orders["n_problems"] == 16).all()
+    assert orders["problems_lo"].notna().all() and set(orders["verdict"]) == {"not resolved"}
+    assert "Which orderings hold" in text and manifest["orderings"]
     # every run is a FINISHED MLflow run tagged with its config hash
     from mlflow.tracking import MlflowClient
 

@@ -1,0 +1,68 @@
+"""experiments/report/orderings.py: an ordering holds only when the difference's intervals over problems and over
+seeds both exclude zero."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments.report import orderings as od
+
+
+def write_rows(run_dir, split, correct_by_id, samples=1):
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "eval" / f"{split}.jsonl", "w") as f:
+        for i, c in correct_by_id.items():
+            for j in range(samples):
+                f.write(json.dumps({"id": i, "sample": j, "correct": bool(c[j] if isinstance(c, list) else c)}) + "\n")
+
+
+def test_per_problem_averages_samples_and_needs_every_split(tmp_path):
+    write_rows(tmp_path, "s1", {"a": [True, False], "b": [True, True]}, samples=2)
+    assert od.per_problem(tmp_path, ["s1"]) == {"s1": {"a": 0.5, "b": 1.0}}
+    assert od.per_problem(tmp_path, ["s1", "s2"]) is None and od.per_problem(None, ["s1"]) is None
+
+
+def test_seed_interval_is_the_t_interval():
+    lo, hi = od.seed_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.303
+    assert (lo, hi) == pytest.approx((2 - 4.3027 / math.sqrt(3), 2 + 4.3027 / math.sqrt(3)), abs=1e-3)
+    assert all(math.isnan(x) for x in od.seed_interval([1.0]))
+
+
+def test_a_real_gap_holds_and_a_gap_on_few_problems_does_not():
+    rng = np.random.default_rng(0)
+    ids = [str(i) for i in range(1000)]
+    # a is right on 60% of 1000 problems, b on 40%, in every seed: both intervals exclude zero
+    a = [{"s": {i: float(k < 600) for k, i in enumerate(ids)}} for _ in range(3)]
+    b = [{"s": {i: float(k < 400) for k, i in enumerate(ids)}} for _ in range(3)]
+    lo, hi, n = od.problem_interval(a, b, ["s"], n_boot=500)
+    assert n == 1000 and 15 < lo < 20 < hi < 25  # 20 points, +-~2.8 (paired: 200 of 1000 problems differ)
+    avg = {"a": [60.0, 61.0, 59.0], "b": [40.0, 41.0, 39.5]}
+    r = od.compare("a", "b", avg, {"a": a, "b": b}, ["s"], n_boot=500)
+    assert r["verdict"] == "a > b" and r["diff"] == pytest.approx(np.mean([20, 20, 19.5]))
+    # the same two points on 20 problems with noisy seeds: not resolved
+    few = [str(i) for i in range(20)]
+    a2 = [{"s": {i: float(rng.random() < 0.5) for i in few}} for _ in range(3)]
+    b2 = [{"s": {i: float(rng.random() < 0.48) for i in few}} for _ in range(3)]
+    r2 = od.compare("a", "b", {"a": [50.0, 45.0, 55.0], "b": [48.0, 50.0, 46.0]}, {"a": a2, "b": b2}, ["s"])
+    assert r2["verdict"] == "not resolved"
+    # without per-problem rows a pair cannot hold, whatever its seeds say
+    r3 = od.compare("a", "b", avg, {"a": [None, None, None], "b": b}, ["s"])
+    assert r3["verdict"] == "not resolved" and math.isnan(r3["problems_lo"])
+
+
+def test_rows_on_different_problems_are_refused():
+    a = [{"s": {"1": 1.0, "2": 0.0}}]
+    b = [{"s": {"1": 1.0, "3": 0.0}}]
+    with pytest.raises(ValueError, match="different problems"):
+        od.problem_interval(a, b, ["s"])
+
+
+def test_the_pairs_are_the_claims_the_tables_make():
+    pairs = od.pairs_to_check(["trapo", "grpo", "sft"], ["grpo", "mg_prefix", "mg_sft", "mg_luffy", "trapo"],
+                              ["trapo@alpha=0.1", "trapo@alpha=1"])
+    assert ("trapo", "grpo") in pairs and ("trapo", "sft") in pairs and ("grpo", "sft") in pairs
+    assert ("mg_prefix", "grpo") in pairs and ("mg_sft", "mg_prefix") in pairs and ("trapo", "mg_luffy") in pairs
+    assert ("mg_sft", "grpo") in pairs and ("trapo@alpha=0.1", "trapo@alpha=1") in pairs
+    assert len(pairs) == len(set(pairs)) and not any((b, a) in pairs for a, b in pairs)
