@@ -206,16 +206,23 @@ class Reproducer:
         self._finish(job, run_id, final, time.monotonic() - t0)
         return res
 
-    def _evaluate_splits(self, cfg, data, backend) -> dict:
-        """Every evaluation split (valid first) under the run config's evaluation settings."""
-        from evaluation.runner import evaluate_items
+    def _evaluate_run(self, job: Job, backend):
+        """(final metrics, dataset): every evaluation split (valid first) under the job's evaluation settings,
+        written to its run dir (eval/, final_metrics.json) as the trainer writes them."""
+        from evaluation.runner import eval_metrics, evaluate_items, write_results
+        from trapo.data.loading import load_dataset
 
-        ev = cfg.eval
+        cfg, ev = job.cfg, job.cfg.eval
+        data = load_dataset(cfg.data)
         splits = ({"valid": data.valid} if data.valid else {}) | dict(data.eval_splits)
-        return {name: evaluate_items(items, backend, self.grader, n_samples=int(ev.n_samples),
-                                     temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
-                                     seed=int(cfg.seed), name=name)
-                for name, items in splits.items()}
+        results = {name: evaluate_items(items, backend, self.grader, n_samples=int(ev.n_samples),
+                                        temperature=float(ev.temperature), max_new_tokens=int(ev.max_new_tokens),
+                                        seed=int(cfg.seed), name=name)
+                   for name, items in splits.items()}
+        write_results(results, job.run_dir / "eval")
+        final = eval_metrics(results)
+        (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        return final, data
 
     def _reevaluate(self, job: Job, trained, trained_dir: Path, ckpt: Path) -> RunResult:
         """A finished run's final weights under this job's evaluation settings: a new MLflow run, tagged with the
@@ -225,8 +232,6 @@ class Reproducer:
 
         from omegaconf import OmegaConf
 
-        from evaluation.runner import eval_metrics, write_results
-        from trapo.data.loading import load_dataset
         from trapo.tracking import Tracker, flatten, run_name, run_tags
 
         t0 = time.monotonic()
@@ -237,12 +242,8 @@ class Reproducer:
         link = job.run_dir / "checkpoints"
         if not link.exists():
             link.symlink_to((trained_dir / "checkpoints").resolve(), target_is_directory=True)
-        data = load_dataset(cfg.data)
         backend = local_backend(cfg, ckpt)
-        results = self._evaluate_splits(cfg, data, backend)
-        write_results(results, job.run_dir / "eval")
-        final = eval_metrics(results)
-        (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        final, data = self._evaluate_run(job, backend)
         run_id = None
         if self.store is not None:
             tags = {**run_tags(cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py",
@@ -268,19 +269,13 @@ class Reproducer:
 
     def _base(self, job: Job) -> RunResult:
         """The untrained model, evaluated as the trainer evaluates (evaluation.runner on the local engine)."""
-        from evaluation.runner import eval_metrics, write_results
-        from trapo.data.loading import load_dataset
         from trapo.tracking import Tracker, flatten
 
         t0 = time.monotonic()
         cfg = job.cfg
         job.run_dir.mkdir(parents=True, exist_ok=True)
-        data = load_dataset(cfg.data)
         backend = local_backend(cfg)
-        results = self._evaluate_splits(cfg, data, backend)
-        write_results(results, job.run_dir / "eval")
-        final = eval_metrics(results)
-        (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        final, data = self._evaluate_run(job, backend)
         run_id = None
         if self.store is not None:
             from trapo.tracking import run_name, run_tags

@@ -25,8 +25,8 @@ from trapo.engines import shared_prefix
 from trapo.engines.shared_prefix import PreallocatedLayer, SharedPrefixCache
 
 # Read each distinct input's KV cache once for all its samples (trapo.engines.shared_prefix) when there are at
-# least this many samples per input on average: measured on one CPU thread, 8 per input: -9% (fixed-length
-# work) to -24% (the embedded default) generation time; 4: -3%; 2: +-5%; 1 (all distinct): +1% to +21%.
+# least this many samples per input on average: below it the copies per sample are as fast or faster (measured by
+# samples per input: docs/performance.md).
 SHARED_PREFIX_MIN_SAMPLES = 4
 
 # Finished rows are dropped once they are at least this share of the batch (or all of it). Dropping copies the
