@@ -122,6 +122,19 @@ def test_paper_dry_run_prints_launches_and_starts_nothing(tmp_path):
     assert not (tmp_path / "runs").exists() or not any(p.name != "_logs" for p in (tmp_path / "runs").iterdir())
 
 
+def test_smollm2_reproduce_plans_two_seeds_of_every_table(tmp_path):
+    """`python experiments/reproduce.py preset=smollm2` exists (issue 27): its dry run lists the main, ablation and
+    alpha tables' runs for two seeds, on 1,000 problems a word-problem split, and trains nothing."""
+    res, _ = cli(["preset=smollm2", "dry_run=true", f"run_root={tmp_path}/runs"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "seeds [0, 1]" in out and "24 (row, seed) cells -> 22 distinct runs" in out, out[:2000]
+    for method in ("grpo", "mg_prefix", "mg_sft", "mg_luffy", "trapo", "sft", "sft_rl", "relift", "luffy"):
+        assert f"method={method} seed=1" in out, method
+    assert "data.eval_n=1000" in out and "method.alpha=1.0" in out
+    assert not (tmp_path / "runs").exists() or not any(p.name != "_logs" for p in (tmp_path / "runs").iterdir())
+
+
 def test_method_and_seed_overrides_are_refused(tmp_path):
     res, _ = cli(["preset=smoke", "method=grpo", "dry_run=true"], tmp_path)
     assert res.returncode != 0 and "chooses methods and seeds itself" in res.stderr + res.stdout
