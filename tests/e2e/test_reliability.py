@@ -266,7 +266,7 @@ def nan_at_step(monkeypatch):
 
     bad: set[int] = set()
     current = {"step": None}
-    real_loss, real_sft, real_rl = local.policy_loss, trapo.trainer.Trainer._sft_step, trapo.trainer.Trainer._rl_step
+    real_loss, real_sft, real_rl = local.batch_loss, trapo.trainer.Trainer._sft_step, trapo.trainer.Trainer._rl_step
 
     def loss(*a, **k):
         out = real_loss(*a, **k)
@@ -282,7 +282,7 @@ def nan_at_step(monkeypatch):
         current["step"] = step + 1
         return real_rl(self, step)
 
-    monkeypatch.setattr(local, "policy_loss", loss)
+    monkeypatch.setattr(local, "batch_loss", loss)
     monkeypatch.setattr(trapo.trainer.Trainer, "_sft_step", sft_step)
     monkeypatch.setattr(trapo.trainer.Trainer, "_rl_step", rl_step)
     return bad
@@ -409,14 +409,14 @@ def test_inf_loss_with_finite_gradients_applies_nothing(tiny, monkeypatch):
     eng = _engine(tiny, warmup=2)
     _step(eng, tiny[1], 0)
     before, moments = _params(eng), {k: v.clone() for k, v in eng.optimizer.state_dict()["state"][0].items()}
-    real = local.policy_loss
+    real = local.batch_loss
 
     def inf_loss(*a, **k):
         out = real(*a, **k)
         out.loss = out.loss + float("inf")  # the gradient stays finite
         return out
 
-    monkeypatch.setattr(local, "policy_loss", inf_loss)
+    monkeypatch.setattr(local, "batch_loss", inf_loss)
     st = _step(eng, tiny[1], 1)
     assert st["finite"] is False and st["grad_norm"] == st["grad_norm"]  # finite grad norm, not applied
     assert all(torch.equal(before[k], v) for k, v in _params(eng).items())
