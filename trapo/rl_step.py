@@ -97,11 +97,6 @@ def dr_grpo_normalizer(n_samples: float, max_new_tokens: int) -> float:
     return float(n_samples * int(max_new_tokens))
 
 
-def token_mean_normalizer(n_tokens: float) -> float:
-    """SFT's mean over the trained tokens (what a plain NLL step divides by)."""
-    return float(max(n_tokens, 1))
-
-
 # How a step's token losses become one number (verl names the choice `loss_agg_mode`): every RL method here uses
 # Dr.GRPO's "seq-mean-token-sum-norm" (token sums / (samples x max response length)); SFT steps "token-mean"
 RL_LOSS_AGG_MODE, SFT_LOSS_AGG_MODE = "seq-mean-token-sum-norm", "token-mean"
@@ -112,7 +107,7 @@ def loss_normalizer(loss_agg_mode: str, *, n_samples: float = 0, max_new_tokens:
     if loss_agg_mode == RL_LOSS_AGG_MODE:
         return dr_grpo_normalizer(n_samples, max_new_tokens)
     if loss_agg_mode == SFT_LOSS_AGG_MODE:
-        return token_mean_normalizer(n_tokens)
+        return float(n_tokens)  # the mean over the trained tokens
     raise ValueError(f"loss_agg_mode must be {RL_LOSS_AGG_MODE!r} or {SFT_LOSS_AGG_MODE!r}, got {loss_agg_mode!r}")
 
 
@@ -124,7 +119,7 @@ def expert_scale(sample: Sample) -> float:
 @dataclass
 class TokenBatch:
     """A micro-batch as the loss sees it, the same for every engine: [B, T] aligned with the scored tokens (the
-    targets), [B] per sample. The local engine collates it from samples (`TokenBatch.of_samples`), OpenRLHF's actor
+    targets), [B] per sample. The local engine collates it from samples (`TokenBatch.columns`), OpenRLHF's actor
     from its experience's columns (trapo/engines/openrlhf/actor.py); both hand it to `batch_loss`.
 
     - `policy_mask`: 1 on the policy's own sampled tokens, which the policy gradient trains;
@@ -153,10 +148,6 @@ class TokenBatch:
                 "expert_scale": torch.tensor([expert_scale(s) for s in samples], dtype=torch.float32),
                 "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
                 "unguided": torch.tensor([not s.guided for s in samples])}
-
-    @classmethod
-    def of_samples(cls, samples: Sequence[Sample], width: int) -> "TokenBatch":
-        return cls(**cls.columns(samples, width))
 
 
 def batch_loss(logprobs: torch.Tensor, batch: TokenBatch, loss: LossSettings, *, entropy: torch.Tensor | None,
