@@ -57,6 +57,19 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
     return float(lo), float(hi)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): Student's t interval of the mean of a few values (paired differences over steps or seeds);
+    lo = hi = nan with fewer than two values."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if v.size < 2:
+        return m, float("nan"), float("nan")
+    half = float(t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return m, m - half, m + half
+
+
 def proportion_ci(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson interval of an accuracy over `n` problems scored once each (scipy's binomtest)."""
     from scipy.stats import binomtest

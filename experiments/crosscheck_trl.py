@@ -64,20 +64,24 @@ def fingerprint(cfg) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def refuse_other_config(kept: dict, want: str, lr: float, what: str, delete: str) -> None:
-    """Stop when a finished result or a stopped run kept in --work (`kept` holds its fingerprint and lr) was made
-    under another config than this command's."""
+def refuse_other_config(kept: dict, want: str, lr: float, what: str, remedy: str) -> None:
+    """Stop when a finished result or a stopped run (kept in --work, or in a --reuse report; `kept` holds its
+    fingerprint and lr) was made under another config than this command's; `remedy` says what to do instead."""
     got = (kept.get("fingerprint"), kept.get("lr"))
     if got != (want, lr):
-        raise SystemExit(f"{what} of another config (fingerprint, lr {got} != {(want, lr)}): use another --work "
-                         f"folder, or delete {delete} to run it again")
+        raise SystemExit(f"{what} was made under another config (fingerprint, lr {got} != {(want, lr)}): {remedy}")
+
+
+def other_work_folder(delete: str) -> str:
+    return f"use another --work folder, or delete {delete} to run it again"
 
 
 def claim_run_folder(folder: Path, want: str, lr: float) -> None:
     """A stopped run resumes from its checkpoints only under the config it started with."""
     mark = folder / "crosscheck_run.json"
     if mark.exists():
-        refuse_other_config(json.loads(mark.read_text()), want, lr, f"{folder}: a stopped run", str(folder))
+        refuse_other_config(json.loads(mark.read_text()), want, lr, f"{folder}: a stopped run",
+                            other_work_folder(str(folder)))
         return
     folder.mkdir(parents=True, exist_ok=True)
     mark.write_text(json.dumps({"fingerprint": want, "lr": lr}))
@@ -228,14 +232,9 @@ def plot(results: dict[str, dict], path: Path, title: str, smooth: int = 5) -> N
 
 def paired_difference(xs, base) -> tuple[float, float, float]:
     """Mean of xs - base over paired steps, with a 95% t interval over the steps."""
-    from scipy import stats
+    from evaluation.metrics import t_interval
 
-    d = np.asarray(xs, dtype=float) - np.asarray(base, dtype=float)
-    m = float(d.mean())
-    if len(d) < 2:
-        return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
-    return m, m - half, m + half
+    return t_interval(np.asarray(xs, dtype=float) - np.asarray(base, dtype=float))
 
 
 def paired_lines(results: dict[str, dict], window: int, base: str = "ours_lr0") -> list[str]:
@@ -355,14 +354,13 @@ def main(argv: list[str] | None = None) -> int:
             done = work / f"{name}.json"
             if name in reported:
                 results[name] = reported[name]
-                got = (results[name].get("fingerprint"), results[name].get("lr"))
-                if got != (want, lr):
-                    raise SystemExit(f"{args.reuse}: run {name} was made under another config (fingerprint, lr "
-                                     f"{got} != {(want, lr)}): leave out --reuse, or --skip {name}")
+                refuse_other_config(results[name], want, lr, f"{args.reuse}: run {name}",
+                                    f"leave out --reuse, or --skip {name}")
                 print(f"[crosscheck] {name}: finished before, read from {args.reuse}", flush=True)
             elif args.work and done.exists():
                 results[name] = json.loads(done.read_text())
-                refuse_other_config(results[name], want, lr, f"{done}: a run", f"{done} and {work / name}")
+                refuse_other_config(results[name], want, lr, f"{done}: a run",
+                                    other_work_folder(f"{done} and {work / name}"))
                 print(f"[crosscheck] {name}: finished before, read from {done}", flush=True)
             else:
                 if args.work:

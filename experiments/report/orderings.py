@@ -1,14 +1,4 @@
-"""Which orderings of the tables hold: two rows compared on the same problems and the same seeds.
-
-A table's cell is a mean over seeds, and its interval (tables.py) is over the seeds only. Whether one method
-ranks above another is read here two ways, and the ordering *holds* only when both 95% intervals of the
-difference (row a minus row b, in points of the average over the evaluation splits) exclude zero on one side:
-
-- over problems: each problem's correctness averaged over a row's seeds (and samples), the two rows' difference
-  per problem, a paired bootstrap over the problems (each split resampled on its own, the splits averaged as
-  the table's `avg` is). Every row is evaluated on the same problems: the splits do not depend on the run seed;
-- over seeds: the difference of the two rows' `avg` seed by seed (the same seed's runs), a t interval over the
-  seeds (wide with three seeds: t = 4.30).
+"""Which orderings of the tables hold: two rows compared on the same problems and the same seeds (`RULE`).
 
 Per-problem results come from each run's `eval/<split>.jsonl` (its run dir). A pair whose runs lack them (reused
 from MLflow without their run dirs) is reported without the problem interval and does not count as holding.
@@ -23,6 +13,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+RULE = """A table's cell is a mean over seeds, and its interval is over the seeds only. Whether one row ranks above
+another is read here two ways, and the ordering *holds* only when both 95% intervals of the difference (row a minus
+row b, in points of the average over the evaluation splits) exclude zero on one side:
+
+- over problems: each problem's correctness averaged over a row's seeds (and samples), the two rows' difference
+  per problem, a paired bootstrap over the problems (each split resampled on its own, the splits averaged as the
+  table's `avg` is). Every row is evaluated on the same problems: the splits do not depend on the run seed;
+- over seeds: the difference of the two rows' `avg` seed by seed (the same seed's runs), a t interval over the
+  seeds (wide with three seeds: t = 4.30)."""
 
 
 def per_problem(run_dir: Path | None, splits: Sequence[str]) -> dict[str, dict[str, float]] | None:
@@ -75,13 +75,12 @@ def problem_interval(a: Sequence[dict | None], b: Sequence[dict | None], splits:
 
 def seed_interval(diffs: Sequence[float]) -> tuple[float, float]:
     """95% t interval of the mean of per-seed differences (nan with fewer than two seeds)."""
-    from scipy.stats import t
+    from evaluation.metrics import t_interval
 
-    d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=float)
+    d = [x for x in diffs if x is not None and not math.isnan(x)]
     if len(d) < 2:
         return float("nan"), float("nan")
-    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return float(d.mean() - half), float(d.mean() + half)
+    return t_interval(d)[1:]
 
 
 def compare(a: str, b: str, avg_by_seed: Mapping[str, Sequence[float | None]],
@@ -144,6 +143,11 @@ def markdown(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
                      f"{f(r['problems_hi'])}] | [{f(r['seeds_lo'])}, {f(r['seeds_hi'])}] | {r['n_seeds']} | "
                      f"{r['n_problems'] or ''} | {holds} |")
     return "\n".join(lines) + "\n"
+
+
+def document(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
+    """orderings.md: the rule, then the table."""
+    return "# Which orderings hold\n\n" + RULE + "\n\n" + markdown(df, labels)
 
 
 def sentences(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> list[str]:
