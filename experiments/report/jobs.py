@@ -128,9 +128,10 @@ class Reproducer:
             return None
         want = train_hash(job.cfg)
         for run in self.store.finished_runs(job.method, job.seed):
-            run_dir = Path(run.data.tags.get("run_dir") or "")
-            if not run.data.tags.get("run_dir") or not run_dir.is_dir():
+            tagged_dir = run.data.tags.get("run_dir")
+            if not tagged_dir or not Path(tagged_dir).is_dir():
                 continue
+            run_dir = Path(tagged_dir)
             tagged = run.data.tags.get("train_hash")
             if tagged is None:
                 with contextlib.suppress(Exception):  # a config that no longer composes is not a match
@@ -224,6 +225,25 @@ class Reproducer:
         (job.run_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
         return final, data
 
+    def _record_run(self, job: Job, name_method: str, params: Mapping, metrics_by_step, command: str | None = None,
+                    **extra_tags: str) -> str | None:
+        """An evaluation made here (no trainer) as an MLflow run of its own: the job's tags and `extra_tags`,
+        `params`, and each (step, metrics) of `metrics_by_step`; its run id, or None without a store."""
+        if self.store is None:
+            return None
+        from trapo.tracking import Tracker, run_name, run_tags
+
+        tags = {**run_tags(job.cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py",
+                           command=command), **extra_tags, **self._tags(job)}
+        name = run_name(name_method, job.seed, job.cfg.get("preset_name"), tags["overrides"].split())
+        tracker = Tracker(str(self.rcfg.experiment), run_name=name, tags=tags,
+                          fallback_path=job.run_dir / "mlflow_fallback.jsonl")
+        tracker.log_params(params)
+        for step, metrics in metrics_by_step:
+            tracker.log_metrics(metrics, step=step)
+        tracker.finish("FINISHED")
+        return tracker.run_id
+
     def _reevaluate(self, job: Job, trained, trained_dir: Path, ckpt: Path) -> RunResult:
         """A finished run's final weights under this job's evaluation settings: a new MLflow run, tagged with the
         job's config hash and `reevaluated_from` (the training run), that carries the training run's per-step
@@ -232,7 +252,7 @@ class Reproducer:
 
         from omegaconf import OmegaConf
 
-        from trapo.tracking import Tracker, flatten, run_name, run_tags
+        from trapo.tracking import flatten
 
         t0 = time.monotonic()
         cfg = job.cfg
@@ -244,24 +264,14 @@ class Reproducer:
             link.symlink_to((trained_dir / "checkpoints").resolve(), target_is_directory=True)
         backend = local_backend(cfg, ckpt)
         final, data = self._evaluate_run(job, backend)
-        run_id = None
-        if self.store is not None:
-            tags = {**run_tags(cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py",
-                               command=job.command(self.rcfg)),
-                    **self._tags(job), "reevaluated_from": trained.info.run_id}
-            name = run_name(job.method, job.seed, cfg.get("preset_name"), tags["overrides"].split())
-            tracker = Tracker(str(self.rcfg.experiment), run_name=name, tags=tags,
-                              fallback_path=job.run_dir / "mlflow_fallback.jsonl")
-            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            history = read_history(job.run_dir)
-            if history is not None:
-                for row in history.to_dict("records"):
-                    tracker.log_metrics({k: v for k, v in row.items() if k != "step" and v == v}, step=int(row["step"]))
-            tracker.log_metrics(final, step=int(cfg.train.steps))
-            tracker.finish("FINISHED")
-            run_id = tracker.run_id
+        history = read_history(job.run_dir)
+        steps = [(int(row["step"]), {k: v for k, v in row.items() if k != "step" and v == v})
+                 for row in (history.to_dict("records") if history is not None else [])]
+        run_id = self._record_run(job, job.method, flatten(OmegaConf.to_container(cfg, resolve=True)),
+                                  [*steps, (int(cfg.train.steps), final)], command=job.command(self.rcfg),
+                                  reevaluated_from=trained.info.run_id)
         res = RunResult(job, f"re-evaluated (trained in MLflow run {trained.info.run_id[:8]})", run_id, job.run_dir,
-                        final, read_history(job.run_dir))
+                        final, history)
         if job.passk and self.passk_settings:
             res.passk = self._passk_eval(job, res, backend, data.eval_splits)
         self._finish(job, run_id, final, time.monotonic() - t0)
@@ -269,26 +279,15 @@ class Reproducer:
 
     def _base(self, job: Job) -> RunResult:
         """The untrained model, evaluated as the trainer evaluates (evaluation.runner on the local engine)."""
-        from trapo.tracking import Tracker, flatten
+        from trapo.tracking import flatten
 
         t0 = time.monotonic()
         cfg = job.cfg
         job.run_dir.mkdir(parents=True, exist_ok=True)
         backend = local_backend(cfg)
         final, data = self._evaluate_run(job, backend)
-        run_id = None
-        if self.store is not None:
-            from trapo.tracking import run_name, run_tags
-
-            tags = {**run_tags(cfg, job.run_dir, self._overrides(job), source="experiments/reproduce.py"),
-                    "method": "base", **self._tags(job)}
-            name = run_name("base", job.seed, cfg.get("preset_name"), tags["overrides"].split())
-            tracker = Tracker(str(self.rcfg.experiment), run_name=name, tags=tags,
-                              fallback_path=job.run_dir / "mlflow_fallback.jsonl")
-            tracker.log_params(flatten({"method": {"name": "base"}, **base_view(cfg)}))
-            tracker.log_metrics(final, step=0)
-            tracker.finish("FINISHED")
-            run_id = tracker.run_id
+        run_id = self._record_run(job, "base", flatten({"method": {"name": "base"}, **base_view(cfg)}), [(0, final)],
+                                  method="base")
         res = RunResult(job, "evaluated", run_id, job.run_dir, final, None)
         if job.passk and self.passk_settings:
             res.passk = self._passk_eval(job, res, backend, data.eval_splits)

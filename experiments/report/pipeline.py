@@ -79,10 +79,14 @@ def run(rcfg, command: str) -> dict:
                 for job in jobs:
                     found = rep.lookup(job)
                     before = None if found else rep.trained_before(job)
-                    what = ("reuse" if found else "REEVAL" if before else "TRAIN" if job.kind == "train" else "EVAL ")
-                    _p(f"{what:6s} {job.name:28s} {job.hash[:12]}  " + (
-                        found.status if found else f"evaluate the final weights of MLflow run {before[0].info.run_id[:8]}"
-                        f" ({_rel(before[1])}) under this config" if before else job.command(rcfg)))
+                    if found:
+                        what, how = "reuse", found.status
+                    elif before:
+                        what, how = "REEVAL", (f"evaluate the final weights of MLflow run {before[0].info.run_id[:8]} "
+                                               f"({_rel(before[1])}) under this config")
+                    else:
+                        what, how = ("TRAIN" if job.kind == "train" else "EVAL"), job.command(rcfg)
+                    _p(f"{what:6s} {job.name:28s} {job.hash[:12]}  {how}")
                 return {}
             for i, job in enumerate(jobs, 1):
                 _p(f"[{i}/{len(jobs)}] {job.name} ({', '.join(job.labels)}) ...")
@@ -129,16 +133,23 @@ def _orderings(rcfg, out: Path, index, results, benchmarks, main, alphas) -> lis
         return [results.get(index[(label, s)].hash) if (label, s) in index else None for s in seeds]
 
     avg = {lb: [scores(r, benchmarks).get("avg") if r else None for r in runs_of(lb)] for lb in labels}
-    rows = {lb: [od.per_problem(r.run_dir, benchmarks) if r else None for r in runs_of(lb)] for lb in labels}
+    read: dict = {}  # one read of a run's rows, though several labels share the run (trapo, trapo@alpha=0.1)
+
+    def rows_of(r):
+        if r is None:
+            return None
+        if r.run_dir not in read:
+            read[r.run_dir] = od.per_problem(r.run_dir, benchmarks)
+        return read[r.run_dir]
+
+    rows = {lb: [rows_of(r) for r in runs_of(lb)] for lb in labels}
     main_order = [m for m in main.sort_values("avg", ascending=False, kind="stable")["method"] if m in labels]
     checks = [od.compare(a, b, avg, rows, benchmarks) for a, b in od.pairs_to_check(main_order, list(rcfg.ablation),
                                                                                       list(alphas))]
     df = od.frame(checks)
     df.round(3).to_csv(out / "orderings.csv", index=False)
     names = {**tab.LABELS, **{k: k for k in alphas}}
-    (out / "orderings.md").write_text(
-        "# Which orderings hold\n\n" + (od.__doc__ or "").split("\n\n", 1)[1].split("Per-problem")[0].strip()
-        + "\n\n" + od.markdown(df, names))
+    (out / "orderings.md").write_text(od.document(df, names))
     return od.sentences(df, names)
 
 
