@@ -16,3 +16,22 @@ trapo/ imports `evaluation/` (the grader, prompt formatting) and nothing of `bas
 """
 
 __version__ = "0.1.0"
+
+
+def _group_size(*, _root_) -> int:
+    """`${trapo.group_size:}` in conf/config.yaml: the guidance schedule's total, for every method."""
+    from trapo.guidance import guidance_schedule
+
+    return guidance_schedule(_root_).group_size
+
+
+def _register_resolvers() -> None:
+    # at import, so that any process that reads a run config through trapo (the trainer, the OpenRLHF actors,
+    # the report's hashes, a run dir's saved .hydra/config.yaml) resolves it the same way
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("trapo.group_size"):
+        OmegaConf.register_new_resolver("trapo.group_size", _group_size)
+
+
+_register_resolvers()

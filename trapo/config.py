@@ -1,7 +1,8 @@
 """The resolved run config's checks, done before any work starts (bad values fail with their key).
 
 `validate_config` is the one place that checks the micro-group schedules (`trapo.guidance.guidance_schedule`,
-`rl_schedule`) against `train.group_size`.
+`rl_schedule`) against `train.group_size`, which is derived from the schedule unless set (`${trapo.group_size:}`,
+conf/config.yaml): a guided method given another group size is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def validate_config(cfg) -> None:
         _fail("method.sft_fraction", f"must lie in [0, 1], got {m.sft_fraction}")
     if cfg.guidance.preset not in PRESETS:
         _fail("guidance.preset", f"must be one of {sorted(PRESETS)}, got {cfg.guidance.preset!r}")
+    # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds), before train.group_size
+    # (derived from it) is read
+    try:
+        guidance_schedule(cfg)
+    except ValueError as e:
+        raise ValueError(f"config {e}") from None
     t = cfg.train
     for key in ("steps", "prompts_per_step", "group_size", "micro_batch_size"):
         if int(t[key]) < 1:
@@ -65,12 +72,7 @@ def validate_config(cfg) -> None:
         _fail("data.path", "set the JSON-lines file, e.g. data=jsonl data.path=/path/to/train.jsonl")
     if d.kind not in ("synthetic", "word_problems", "jsonl"):
         _fail("data.kind", f"must be 'synthetic', 'word_problems' or 'jsonl', got {d.kind!r}")
-    # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds)
-    try:
-        guidance_schedule(cfg)
-        sched = rl_schedule(cfg)
-    except ValueError as e:
-        raise ValueError(f"config {e}") from None
+    sched = rl_schedule(cfg)
     if sched.group_size != int(t.group_size):
         _fail("guidance.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
               f"but train.group_size is {t.group_size}")

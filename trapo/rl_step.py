@@ -10,8 +10,8 @@ the local trainer (trapo.trainer) and engine (trapo.engines.local), OpenRLHF's r
 (trapo.engines.openrlhf), and, outside trapo/, experiments/benchmark.py and scripts/gpu_check.py call it too.
 
 An engine here is anything with `train_step(samples, *, normalizer, prefix_loss, alpha, gamma, entropy_coef,
-alpha_for_stats=None, temperature=1.0) -> stats` (`LocalEngine`); stats has loss, pg_loss, prefix_loss,
-grad_norm, lr, finite and the `TOKEN_SUMS` of `token_sums`.
+temperature=1.0) -> stats` (`LocalEngine`); stats has loss, pg_loss, prefix_loss, grad_norm, lr, finite and the
+`TOKEN_SUMS` of `token_sums` (whose expert statistics count the tokens below `alpha`).
 """
 
 from __future__ import annotations
@@ -212,8 +212,9 @@ def sft_step(engine, prompts: Sequence[Prompt], method, *, max_new_tokens: int) 
     samples = [Sample(g, 0, p.prompt_ids, p.solution_ids[: int(max_new_tokens)], [], reward=1.0)
                for g, p in enumerate(prompts)]
     normalizer = loss_normalizer(SFT_LOSS_AGG_MODE, n_tokens=sum(len(s.prefix_ids) for s in samples))
-    return engine.train_step(samples, normalizer=normalizer, prefix_loss="sft", alpha=0.0, gamma=0.0,
-                             entropy_coef=0.0, alpha_for_stats=float(method.alpha))
+    # the SFT loss reads no alpha; the method's goes along for the expert statistics (tokens below it)
+    return engine.train_step(samples, normalizer=normalizer, prefix_loss="sft", alpha=float(method.alpha), gamma=0.0,
+                             entropy_coef=0.0)
 
 
 # ---- metrics ----------------------------------------------------------------------------------------

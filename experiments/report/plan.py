@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+import trapo  # noqa: F401  (registers ${trapo.group_size:}, conf/config.yaml, which the hashes resolve)
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 
@@ -31,6 +33,11 @@ VOLATILE = ("progress", "tracking", "resume", "checkpoint", "hydra", "engine.num
 # evaluated again from that run's final checkpoint (experiments/report/jobs.py), not trained again
 EVAL_ONLY = ("data.eval_n", "data.eval_splits", "data.eval_benchmarks", "data.eval_benchmark_n", "eval.n_samples",
              "eval.temperature", "eval.max_new_tokens", "eval.batch_size")
+
+# keys declared in the YAML after runs were made without them, with the value their absence meant: hashed as absent
+# while they hold it, so those runs keep their hash (reuse survives a key being declared; a key whose default is
+# derived, like train.group_size, hashes as the value it resolves to, so it needs no entry)
+DECLARED_LATER = {"engine.first_step": 0}
 
 # ---- specs, configs and hashes ----------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -65,11 +72,22 @@ def _drop(d: dict, dotted: str) -> None:
         d.pop(last, None)
 
 
+def _get(d: dict, dotted: str, default: Any = None) -> Any:
+    for p in dotted.split("."):
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
 def hash_view(cfg) -> dict:
     """The resolved run config without `VOLATILE` keys: what the hash covers."""
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
     for key in VOLATILE:
         _drop(d, key)
+    for key, absent in DECLARED_LATER.items():
+        if _get(d, key, absent) == absent:
+            _drop(d, key)
     return d
 
 

@@ -33,6 +33,7 @@ NOT_FLAGS = {
     "extra_args": "appended to the OpenRLHF flags",
     "data_dir": "--data.prompt_dataset",
     "max_prompt_len": "--data.max_len",
+    "first_step": "which steps' prompts the prompt file holds (launch.write_prompts) and the rollout agent's step seeds",
 }
 
 

@@ -389,11 +389,11 @@ class LocalEngine:
 
     @staticmethod
     @torch.no_grad()
-    def _accumulate(stats: dict, out, mb: OwnTokens, logp, ent, alpha_for_stats: float) -> None:
+    def _accumulate(stats: dict, out, mb: OwnTokens, logp, ent, alpha: float) -> None:
         stats["loss"] += out.loss.item()
         stats["pg_loss"] += out.pg_loss.item()
         stats["prefix_loss"] += out.prefix_loss.item()
-        for k, v in token_sums(logp, ent, mb, alpha_for_stats).items():
+        for k, v in token_sums(logp, ent, mb, alpha).items():
             stats[k] += v
 
     def update_batches(self, samples: Sequence[Sample]):
@@ -413,8 +413,7 @@ class LocalEngine:
         return mb, logp, ent
 
     def train_step(self, samples: Sequence[Sample], *, normalizer: float, prefix_loss: str, alpha: float,
-                   gamma: float, entropy_coef: float, alpha_for_stats: float | None = None,
-                   temperature: float = 1.0) -> dict[str, float]:
+                   gamma: float, entropy_coef: float, temperature: float = 1.0) -> dict[str, float]:
         """One optimizer step over all samples (micro-batched; token sums over a shared normaliser). Log-probs and
         entropy are those of softmax(logits / temperature): the rollouts' sampling temperature for RL (the
         gradient is then that of the policy that sampled), 1 for SFT."""
@@ -424,7 +423,6 @@ class LocalEngine:
         self.optimizer.zero_grad(set_to_none=True)
         stats = dict.fromkeys(("loss", "pg_loss", "prefix_loss", *TOKEN_SUMS), 0.0)
         loss = LossSettings(prefix_loss=prefix_loss, alpha=alpha, gamma=gamma, entropy_coef=entropy_coef)
-        a_stats = alpha if alpha_for_stats is None else alpha_for_stats
         for states, batches in self.update_batches(samples):
             for idx in batches:
                 with self._timed("logprobs"):
@@ -433,7 +431,7 @@ class LocalEngine:
                 with self._timed("backward"):
                     out.loss.backward()
                     self._grads_to_masters()
-                self._accumulate(stats, out, mb, logp, ent, a_stats)
+                self._accumulate(stats, out, mb, logp, ent, alpha)
             with self._timed("backward"):
                 states.backward()
                 self._grads_to_masters()

@@ -220,7 +220,7 @@ class AgentExecutor(AgentExecutorBase):
             return sampling_params
         from trapo.data.order import step_seed
 
-        step = int(self.cfg.engine.get("first_step") or 0) + int(row) // int(self.cfg.train.prompts_per_step)
+        step = int(self.cfg.engine.first_step) + int(row) // int(self.cfg.train.prompts_per_step)
         sp = deepcopy(sampling_params)
         sp.seed = step_seed(int(self.cfg.seed), step, salt=2)
         return sp

@@ -211,9 +211,8 @@ def write_prompts(cfg, path: Path) -> int:
     from evaluation.prompts import build_prompt
 
     items, tok, template = training_set(cfg, needs="TRAPO's prefixes need one per prompt")
-    # engine.first_step: set by baselines/sft_rl.py for its RL half (the steps after its SFT phase); not in the yaml
     idx = step_prompt_indices(len(items), int(cfg.train.steps), int(cfg.train.prompts_per_step), int(cfg.seed),
-                              first_step=int(cfg.engine.get("first_step") or 0))
+                              first_step=int(cfg.engine.first_step))
     write_jsonl_atomic(path, ({"prompt": build_prompt(items[i].question, tok, template),
                                "label": encode_label(items[i].answer, items[i].solution, row=row)}
                               for row, i in enumerate(idx)))
