@@ -57,12 +57,12 @@ def task_flops(shape: ModelShape, lengths: list[tuple[int, int, int]]) -> tuple[
 def shared_flops(shape: ModelShape, samples) -> tuple[float, float]:
     """(generation, update) FLOPs our local engine needs for `samples` (trapo.rollout.Sample), where every
     distinct input is prefilled once and every distinct prompt runs once in the update (padding not counted)."""
-    inputs = {tuple(s.prompt_ids + s.prefix_ids) for s in samples if s.completion_ids}
+    inputs = {tuple(s.prompt_ids + s.expert_ids) for s in samples if s.completion_ids}
     prompts = {tuple(s.prompt_ids) for s in samples}
     gen = sum(shape.forward(len(x), 0, 1) for x in inputs)
     upd = sum(shape.forward(len(p), 0, 0) for p in prompts)
     for s in samples:
-        p, k, c = len(s.prompt_ids), len(s.prefix_ids), len(s.completion_ids)
+        p, k, c = len(s.prompt_ids), len(s.expert_ids), len(s.completion_ids)
         if c > 1:
             gen += shape.forward(c - 1, p + k, c - 1)
         upd += shape.forward(k + c - 1, p, k + c) if k + c > 1 else 2.0 * shape.head_params

@@ -102,7 +102,7 @@ class OursSystem:
                "logprobs": eng.times["logprobs"], "backward": eng.times["backward"],
                "optimizer": eng.times["optimizer"]}
         sec["other"] = total - sum(sec[p] for p in PHASES if p in sec)
-        lengths = [(len(s.prompt_ids), len(s.prefix_ids), len(s.completion_ids)) for s in samples]
+        lengths = [(len(s.prompt_ids), len(s.expert_ids), len(s.completion_ids)) for s in samples]
         return StepRecord(sec, lengths, samples, rounds)
 
     def run(self, k: int) -> list[StepRecord]:

@@ -33,7 +33,7 @@ def plain_logprobs(model, samples) -> list[torch.Tensor]:
     from trapo.engines.local import forward_logprobs
 
     model.eval()
-    return [forward_logprobs(model, s.prompt_ids, list(s.prefix_ids) + list(s.completion_ids)) for s in samples]
+    return [forward_logprobs(model, s.prompt_ids, list(s.expert_ids) + list(s.completion_ids)) for s in samples]
 
 
 def update_path_gap(engine, samples, reference: list[torch.Tensor]) -> float:

@@ -141,8 +141,8 @@ class TokenBatch:
         n = len(samples)
         policy, expert = torch.zeros((n, width)), torch.zeros((n, width))
         for i, s in enumerate(samples):
-            k, c = len(s.prefix_ids), len(s.prefix_ids) + len(s.completion_ids)
-            expert[i, :k] = s.prefix_loss_weight
+            k, c = len(s.expert_ids), len(s.expert_ids) + len(s.completion_ids)
+            expert[i, :k] = s.expert_weight
             policy[i, k:c] = 1.0
         return {"policy_mask": policy, "expert_weight": expert,
                 "expert_scale": torch.tensor([expert_scale(s) for s in samples], dtype=torch.float32),
@@ -211,7 +211,7 @@ def sft_step(engine, prompts: Sequence[Prompt], method, *, max_new_tokens: int) 
     as every other method's expert tokens are (RL prefixes, LUFFY, ReLIFT, OpenRLHF's SFT): one token budget."""
     samples = [Sample(g, 0, p.prompt_ids, p.solution_ids[: int(max_new_tokens)], [], reward=1.0)
                for g, p in enumerate(prompts)]
-    normalizer = loss_normalizer(SFT_LOSS_AGG_MODE, n_tokens=sum(len(s.prefix_ids) for s in samples))
+    normalizer = loss_normalizer(SFT_LOSS_AGG_MODE, n_tokens=sum(len(s.expert_ids) for s in samples))
     # the SFT loss reads no alpha; the method's goes along for the expert statistics (tokens below it)
     return engine.train_step(samples, normalizer=normalizer, prefix_loss="sft", alpha=float(method.alpha), gamma=0.0,
                              entropy_coef=0.0)

@@ -48,10 +48,12 @@ class Sample:
     group: int  # index of the prompt in the step's batch
     round: int  # micro-group index (0 = unguided round)
     prompt_ids: list[int]
-    prefix_ids: list[int]  # expert tokens given to the policy (trained with the prefix loss)
+    # expert tokens, trained with the prefix loss: a guided round's prefix given to the policy, or the whole
+    # reference (LUFFY's off-policy member, an SFT step's solution)
+    expert_ids: list[int]
     completion_ids: list[int]  # the policy's own tokens (trained with RL)
     reward: float = 0.0
-    prefix_loss_weight: float = 1.0  # 0 for duplicated prefixes: each prefix counts once
+    expert_weight: float = 1.0  # the weight of its expert tokens' loss: 0 for a duplicated prefix (each counts once)
     off_policy: bool = False  # LUFFY: a whole reference solution standing in the group
     advantage: float = 0.0
     text: str = field(default="", repr=False)
@@ -101,23 +103,23 @@ def rollout(
                 k = min(cut_index(len(p.solution_ids), schedule.prefix_ratios[r], p.solution_breaks), cap)
             for j in range(size):
                 batch.append(Sample(g, r, p.prompt_ids, p.solution_ids[:k], [], guided=bool(guided[g]),
-                                    prefix_loss_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
+                                    expert_weight=1.0 if (j == 0 or not schedule.dedupe_prefix_loss) else 0.0))
         if off_policy_reference and r == schedule.n_rounds - 1:
             # LUFFY: the group's last member is the reference solution itself
             # (it carries the prefix loss, scaled by its advantage, even where micro-group dedupe would drop it)
             for s in batch[size - 1 :: size]:
-                s.prefix_ids, s.off_policy, s.prefix_loss_weight = prompts[s.group].solution_ids[:cap], True, 1.0
+                s.expert_ids, s.off_policy, s.expert_weight = prompts[s.group].solution_ids[:cap], True, 1.0
                 s.guided = True
         # nothing to generate after the whole solution (it ends in EOS) or a prefix that fills the response
         todo = [s for s in batch
-                if len(s.prefix_ids) < cap and not (s.prefix_ids and s.prefix_ids == prompts[s.group].solution_ids)]
+                if len(s.expert_ids) < cap and not (s.expert_ids and s.expert_ids == prompts[s.group].solution_ids)]
         if todo:
-            budgets = [cap - len(s.prefix_ids) for s in todo]
-            outs = generate([s.prompt_ids + s.prefix_ids for s in todo], budgets)
+            budgets = [cap - len(s.expert_ids) for s in todo]
+            outs = generate([s.prompt_ids + s.expert_ids for s in todo], budgets)
             for s, out, b in zip(todo, outs, budgets, strict=True):
                 s.completion_ids = list(out)[:b]
         for s in batch:
-            s.text = decode(s.prefix_ids + s.completion_ids)
+            s.text = decode(s.expert_ids + s.completion_ids)
         rewards = reward_fn([s.text for s in batch], [prompts[s.group].gold for s in batch])
         for s, rew in zip(batch, rewards, strict=True):
             s.reward = float(rew)

@@ -67,7 +67,7 @@ class LocalRelift:
         eng, s = self.engine, self.settings
         samples = [Sample(g, 0, list(p.prompt_ids), list(p.solution_ids[: s.max_tokens]), [], reward=1.0)
                    for g, p in enumerate(prompts)]
-        n_tokens = float(sum(len(x.prefix_ids) for x in samples))
+        n_tokens = float(sum(len(x.expert_ids) for x in samples))
         eng.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         eng.optimizer.zero_grad(set_to_none=True)

@@ -386,7 +386,7 @@ def _sft_batch(tok, k: int):
 
 def _step(engine, tok, k):
     samples = _sft_batch(tok, k)
-    n = float(sum(len(s.prefix_ids) for s in samples))
+    n = float(sum(len(s.expert_ids) for s in samples))
     return engine.train_step(samples, normalizer=n, prefix_loss="sft", alpha=0.0, gamma=0.0, entropy_coef=0.0)
 
 

@@ -159,18 +159,18 @@ class Batch:
 
 
 def collate(samples: Sequence[Sample], pad_id: int) -> Batch:
-    width = max(len(s.prompt_ids) + len(s.prefix_ids) + len(s.completion_ids) for s in samples)
+    width = max(len(s.prompt_ids) + len(s.expert_ids) + len(s.completion_ids) for s in samples)
     n = len(samples)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     attn = torch.zeros((n, width), dtype=torch.long)
     rl = torch.zeros((n, width))
     pre = torch.zeros((n, width))
     for i, s in enumerate(samples):
-        a, b = len(s.prompt_ids), len(s.prompt_ids) + len(s.prefix_ids)
+        a, b = len(s.prompt_ids), len(s.prompt_ids) + len(s.expert_ids)
         c = b + len(s.completion_ids)
-        ids[i, :c] = torch.tensor(s.prompt_ids + s.prefix_ids + s.completion_ids, dtype=torch.long)
+        ids[i, :c] = torch.tensor(s.prompt_ids + s.expert_ids + s.completion_ids, dtype=torch.long)
         attn[i, :c] = 1
-        pre[i, a:b] = s.prefix_loss_weight
+        pre[i, a:b] = s.expert_weight
         rl[i, b:c] = 1.0
     return Batch(
         input_ids=ids,
@@ -212,7 +212,7 @@ def make_samples(seed: int = 1, prompt_lengths=(5, 9, 3)) -> list[Sample]:
             completion = [] if j == 5 else rand_ids(gen, int(torch.randint(1, 12, (1,), generator=gen)))
             out.append(Sample(g, int(j >= 3), prompt, prefix, completion,
                               advantage=float(torch.randn(1, generator=gen)),
-                              prefix_loss_weight=1.0 if j in (3, 5) else 0.0, off_policy=(j == 5)))
+                              expert_weight=1.0 if j in (3, 5) else 0.0, off_policy=(j == 5)))
     return out
 
 
@@ -267,7 +267,7 @@ def test_micro_batches_bucket_by_length_and_prompts_are_chunked():
     batches = micro_batches(samples, range(len(samples)), 4)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(samples))) and max(len(b) for b in batches) == 4
-    own = [len(samples[i].prefix_ids) + len(samples[i].completion_ids) for i in flat]
+    own = [len(samples[i].expert_ids) + len(samples[i].completion_ids) for i in flat]
     assert own == sorted(own, reverse=True)
 
 
@@ -333,7 +333,7 @@ def test_chunked_budgeted_checkpointed_update_equals_whole_sequences(family, chu
 
 def test_token_budget_bounds_micro_batches_and_prompt_chunks():
     samples = make_samples(prompt_lengths=(5, 9, 3, 12, 4))
-    own = [len(s.prefix_ids) + len(s.completion_ids) for s in samples]
+    own = [len(s.expert_ids) + len(s.completion_ids) for s in samples]
     for budget in (1, 10, 25, 60):
         batches = micro_batches(samples, range(len(samples)), 4, budget)
         assert sorted(i for b in batches for i in b) == list(range(len(samples)))
@@ -369,7 +369,7 @@ def test_update_never_holds_full_vocabulary_logits_of_a_micro_batch():
                                          pad_token_id=PAD))
     weight_ptr = model.lm_head.weight.untyped_storage().data_ptr()
     samples = make_samples()
-    n_tokens = sum(len(s.prefix_ids) + len(s.completion_ids) for s in samples)
+    n_tokens = sum(len(s.expert_ids) + len(s.completion_ids) for s in samples)
     engine = LocalEngine(model, Tok(), lr=1e-3, micro_batch_size=64, logits_chunk_tokens=chunk)
     with LargestVocabTensor():
         engine.train_step(samples, normalizer=100.0, prefix_loss="trsft", alpha=0.1, gamma=0.1, entropy_coef=0.01)

@@ -185,7 +185,7 @@ def _sample_from_response(r) -> Sample:
     toks, (start, _) = r["observation_tokens"], r["action_ranges"][0]
     plen = int(x["trapo_prefix_len"])
     return Sample(int(x["trapo_group"]), int(x["trapo_round"]), toks[:start], toks[start:start + plen],
-                  toks[start + plen:], reward=r["reward"], prefix_loss_weight=x["trapo_prefix_weight"],
+                  toks[start + plen:], reward=r["reward"], expert_weight=x["trapo_prefix_weight"],
                   advantage=x["trapo_advantage"], guided=bool(x["trapo_guided"]))
 
 
@@ -231,7 +231,7 @@ def both_engines(request):
     responses = _script_rollout(cfg, tok, problems)
     samples = [_sample_from_response(r) for r in responses]
     assert any(s.guided and s.completion_ids for s in samples) and any(not s.completion_ids for s in samples)
-    assert any(s.prefix_loss_weight == 0 for s in samples if s.guided)
+    assert any(s.expert_weight == 0 for s in samples if s.guided)
 
     # ---- the local engine ----
     local_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)

@@ -50,9 +50,9 @@ def test_reference_member_gets_loss_scaled_by_its_advantage(dedupe):
     off = [s for s in samples if s.off_policy]
     assert [s.group for s in off] == [0, 1]
     for s in off:
-        assert s.prefix_ids == prompts[s.group].solution_ids and s.completion_ids == [] and s.reward == 1.0
+        assert s.expert_ids == prompts[s.group].solution_ids and s.completion_ids == [] and s.reward == 1.0
         # micro-group dedupe must not drop the reference's loss (it is the 8th member of a one-round group)
-        assert s.prefix_loss_weight == 1.0
+        assert s.expert_weight == 1.0
     # on-policy members: no prefix, no prefix loss
     assert all(not s.guided and s.completion_ids for s in samples if not s.off_policy)
 
@@ -67,7 +67,7 @@ def test_reference_member_gets_loss_scaled_by_its_advantage(dedupe):
 
     batch = collate_own(samples, range(len(samples)), pad_id=EOS)  # what the update runs on: masks cover prefix + completion
     for i, s in enumerate(samples):
-        n_prefix = len(s.prefix_ids)
+        n_prefix = len(s.expert_ids)
         if s.off_policy:
             assert batch.expert_scale[i].item() == pytest.approx(s.advantage)  # expert_scale = its advantage
             assert batch.expert_weight[i, :n_prefix].tolist() == [1.0] * n_prefix
@@ -119,7 +119,7 @@ def test_trainer_rl_step_with_off_policy_and_no_adaptive_schedule(tmp_path, monk
         members = [s for s in samples if s.group == grp]
         assert len(members) == g and [s.off_policy for s in members] == [False] * (g - 1) + [True]
         ref = members[-1]
-        assert ref.reward == 1.0 and ref.prefix_loss_weight == 1.0 and ref.completion_ids == []
+        assert ref.reward == 1.0 and ref.expert_weight == 1.0 and ref.completion_ids == []
         mean = sum(s.reward for s in members) / g
         assert ref.advantage == pytest.approx(1.0 - mean)
     assert metrics["train/expert_token_prob"] == pytest.approx(0.5)

@@ -52,15 +52,15 @@ def test_unsolved_prompt_climbs_all_levels_solved_prompt_stays_unguided():
     for s in samples:
         by[(s.group, s.round)].append(s)
     # prompt 0: round sizes 4,2,1,1 with prefixes of 0, cut(11, .2)=snap(2 -> 3), cut(11,.5)=snap(5 -> 6), all
-    assert [len(x.prefix_ids) for x in by[(0, 0)]] == [0, 0, 0, 0]
-    assert [len(x.prefix_ids) for x in by[(0, 1)]] == [3, 3]
-    assert [len(x.prefix_ids) for x in by[(0, 2)]] == [6]
-    assert [len(x.prefix_ids) for x in by[(0, 3)]] == [11]
+    assert [len(x.expert_ids) for x in by[(0, 0)]] == [0, 0, 0, 0]
+    assert [len(x.expert_ids) for x in by[(0, 1)]] == [3, 3]
+    assert [len(x.expert_ids) for x in by[(0, 2)]] == [6]
+    assert [len(x.expert_ids) for x in by[(0, 3)]] == [11]
     # prompt 1 is solved: never guided
     assert all(not s.guided for s in samples if s.group == 1)
     # the whole-solution sample generates nothing; every other one was generated from prompt + prefix
     full = by[(0, 3)][0]
-    assert full.completion_ids == [] and full.prefix_ids[-1] == EOS
+    assert full.completion_ids == [] and full.expert_ids[-1] == EOS
     flat_inputs = [x for call in model.calls for x in call]
     assert prompts[0].prompt_ids + prompts[0].solution_ids[:3] in flat_inputs
     assert prompts[0].prompt_ids + prompts[0].solution_ids[:6] in flat_inputs
@@ -78,10 +78,10 @@ def test_rounds_are_batched_across_prompts():
 def test_prefix_loss_dedupe_within_a_micro_group():
     samples, _ = run(FakeModel(), [make_prompt(0, "0")])
     r1 = [s for s in samples if s.round == 1]
-    assert [s.prefix_loss_weight for s in r1] == [1.0, 0.0]
+    assert [s.expert_weight for s in r1] == [1.0, 0.0]
     nodedupe = GuidanceSchedule(dedupe_prefix_loss=False)
     samples, _ = run(FakeModel(), [make_prompt(0, "0")], schedule=nodedupe)
-    assert [s.prefix_loss_weight for s in samples if s.round == 1] == [1.0, 1.0]
+    assert [s.expert_weight for s in samples if s.round == 1] == [1.0, 1.0]
 
 
 def test_guidance_stops_once_prefixes_make_it_correct():
@@ -117,7 +117,7 @@ def test_luffy_off_policy_member():
                      off_policy_reference=True)
     off = [s for s in samples if s.off_policy]
     assert len(off) == 2 and {s.group for s in off} == {0, 1}
-    assert all(s.prefix_ids == make_prompt(s.group, "").solution_ids and s.completion_ids == [] for s in off)
+    assert all(s.expert_ids == make_prompt(s.group, "").solution_ids and s.completion_ids == [] for s in off)
 
 
 def test_response_cap_covers_prefix_and_completion():
@@ -129,11 +129,11 @@ def test_response_cap_covers_prefix_and_completion():
     # round 0: no prefix, the whole budget; round 1: prefix 3 leaves 2; round 2: prefix snaps to 6 > 5 -> cut
     # to 5 and nothing left to generate; round 3: the solution (11 tokens) cut to 5
     assert model.budgets == [[5] * 4, [2, 2]]
-    assert [len(s.prefix_ids) for s in by_round[1]] == [3, 3]
+    assert [len(s.expert_ids) for s in by_round[1]] == [3, 3]
     assert all(len(s.completion_ids) == 2 for s in by_round[1])  # the fake's 4 tokens cut to the budget
-    assert [len(s.prefix_ids) for s in by_round[2] + by_round[3]] == [5, 5]
+    assert [len(s.expert_ids) for s in by_round[2] + by_round[3]] == [5, 5]
     assert all(s.completion_ids == [] for s in by_round[2] + by_round[3])
-    assert all(len(s.prefix_ids) + len(s.completion_ids) <= 5 for s in samples)
+    assert all(len(s.expert_ids) + len(s.completion_ids) <= 5 for s in samples)
     # with room for everything, the prefix keeps its snapped length and the completion its own budget
     model = FakeModel()
     samples, _ = run(model, [make_prompt(0, "0")], max_response_tokens=64)
@@ -158,7 +158,7 @@ def test_a_guided_round_whose_cut_is_empty_still_counts_as_guided():
     prompt = Prompt([1, 50], [101, EOS], [], "0")
     samples, levels = run(FakeModel(), [prompt])
     by_round = {r: [s for s in samples if s.round == r] for r in range(4)}
-    assert [len(s.prefix_ids) for s in by_round[1]] == [0, 0]  # the cut is empty...
+    assert [len(s.expert_ids) for s in by_round[1]] == [0, 0]  # the cut is empty...
     assert all(s.guided for r in (1, 2, 3) for s in by_round[r])  # ...but the round was guided
     assert not any(s.guided for s in by_round[0]) and levels.tolist() == [3]
     for s in by_round[1]:

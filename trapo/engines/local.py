@@ -123,13 +123,13 @@ class OwnTokens(TokenBatch):
 
 
 def collate_own(samples: Sequence[Sample], rows: Sequence[int], pad_id: int) -> OwnTokens:
-    width = max(1, max(len(s.prefix_ids) + len(s.completion_ids) for s in samples))
+    width = max(1, max(len(s.expert_ids) + len(s.completion_ids) for s in samples))
     ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(samples), width), dtype=torch.long)
     for i, s in enumerate(samples):
-        c = len(s.prefix_ids) + len(s.completion_ids)
+        c = len(s.expert_ids) + len(s.completion_ids)
         if c:
-            ids[i, :c] = torch.as_tensor(s.prefix_ids + s.completion_ids, dtype=torch.long)
+            ids[i, :c] = torch.as_tensor(s.expert_ids + s.completion_ids, dtype=torch.long)
         mask[i, :c] = 1
     return OwnTokens(**TokenBatch.columns(samples, width), ids=ids, mask=mask,
                      rows=torch.as_tensor(list(rows), dtype=torch.long))
@@ -296,8 +296,8 @@ def micro_batches(samples: Sequence[Sample], indices: Sequence[int], size: int,
     """`indices` in micro-batches of at most `size` samples and `max_tokens` own tokens (prefix + completion)
     after padding, longest first: bucketing by length keeps padding low (prompts are not in the micro-batches,
     see PromptStates), and the token budget bounds a micro-batch's activations whatever the lengths."""
-    order = sorted(indices, key=lambda i: -(len(samples[i].prefix_ids) + len(samples[i].completion_ids)))
-    lengths = [len(samples[i].prefix_ids) + len(samples[i].completion_ids) for i in order]
+    order = sorted(indices, key=lambda i: -(len(samples[i].expert_ids) + len(samples[i].completion_ids)))
+    lengths = [len(samples[i].expert_ids) + len(samples[i].completion_ids) for i in order]
     out, k = [], 0
     for n in _fill(lengths, max(1, size), max_tokens):
         out.append(order[k : k + n])

@@ -80,7 +80,7 @@ def decode_label(label: Any) -> dict:
 def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, group_id: int, zero_signal: bool,
                     max_new_tokens: int | None) -> dict:
     """One sample in the shape of OpenRLHF's agent responses (`AgentExecutorBase.execute`)."""
-    tokens = list(s.prompt_ids) + list(s.prefix_ids) + list(s.completion_ids)
+    tokens = list(s.prompt_ids) + list(s.expert_ids) + list(s.completion_ids)
     start = len(s.prompt_ids)
     return {
         "prompt": prompt_text,
@@ -90,12 +90,12 @@ def sample_response(s: Sample, *, prompt_text: str, label: Any, level: int, grou
         "observation_tokens": tokens,
         "action_ranges": [(start, len(tokens))],
         "rollout_log_probs": None,
-        "truncated": bool(max_new_tokens is not None and len(s.prefix_ids) + len(s.completion_ids) >= max_new_tokens),
+        "truncated": bool(max_new_tokens is not None and len(s.expert_ids) + len(s.completion_ids) >= max_new_tokens),
         "reward": float(s.reward),
         "scores": float(s.reward),
         "extra_logs": {
-            "trapo_prefix_len": float(len(s.prefix_ids)),
-            "trapo_prefix_weight": float(s.prefix_loss_weight),
+            "trapo_prefix_len": float(len(s.expert_ids)),
+            "trapo_prefix_weight": float(s.expert_weight),
             "trapo_prefix_scale": float(expert_scale(s)),
             "trapo_advantage": float(s.advantage),
             "trapo_group": float(group_id),
