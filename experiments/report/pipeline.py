@@ -219,9 +219,12 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
     trained = sum(1 for r in results.values() if r.status in ("trained", "evaluated"))
     from trapo.tracking import tracking_uri
 
+    index_path = Path(str(rcfg.index))
+    # uncommitted changes, not counting the files this call rewrites (the output dir and the index)
+    git = readme.git_info(exclude=[out, index_path])
     manifest = {
         "preset": str(rcfg.preset), "command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "seconds": seconds, "machine": readme.machine_info(), "git": readme.git_info(), "seeds": seeds,
+        "seconds": seconds, "machine": readme.machine_info(), "git": git, "seeds": seeds,
         "benchmarks": benchmarks, "experiment": str(rcfg.experiment), "tracking_uri": tracking_uri(),
         "run_root": _rel(rcfg.run_root), "eval_n": eval_n_of(jobs[0].cfg) if jobs else None, "n_trained": trained,
         "n_reused": sum(1 for r in results.values() if r.status.startswith("reused")),
@@ -238,7 +241,6 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
                                  "runs.csv lists them as missing.")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     readme.write_output_readme(manifest, out)
-    index_path = Path(str(rcfg.index))
     if _inside(out, index_path.parent):
         readme.write_index(index_path, readme.collect_manifests(index_path.parent))
     _p(f"wrote {len(tables)} tables and {len(figures)} figures to {out} in {seconds:.0f} s")

@@ -22,7 +22,9 @@ from experiments.report.tables import LABELS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def git_info(root: Path = ROOT) -> dict:
+def git_info(root: Path = ROOT, exclude: Sequence[Path | str] = ()) -> dict:
+    """Commit, branch, and whether tracked files differ from it, not counting `exclude` (the files the caller is
+    regenerating: a reproduce that rewrites results/<preset> is not made from uncommitted code because of it)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
@@ -31,7 +33,10 @@ def git_info(root: Path = ROOT) -> dict:
             return ""
 
     commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    root_abs = Path(root).resolve()
+    skip = [f":(exclude){Path(p).resolve().relative_to(root_abs)}" for p in exclude
+            if Path(p).resolve().is_relative_to(root_abs)]
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *skip))
     return {"commit": commit or "unknown", "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "unknown",
             "dirty": dirty}
 
