@@ -150,6 +150,20 @@ def document(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     return "# Which orderings hold\n\n" + RULE + "\n\n" + markdown(df, labels)
 
 
+def holds_in(df: pd.DataFrame):
+    """holds(a, b) for the README's sentences: True when "a > b" holds, False when the pair was checked and it does
+    not, None when the pair was not checked."""
+    verdicts = {(r["a"], r["b"]): r["verdict"] for r in df.to_dict("records")}
+
+    def holds(a: str, b: str) -> bool | None:
+        if (a, b) in verdicts:
+            return verdicts[(a, b)] == f"{a} > {b}"
+        if (b, a) in verdicts:
+            return verdicts[(b, a)] == f"{b} < {a}"
+        return None
+    return holds
+
+
 def sentences(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> list[str]:
     """One line for the README: which orderings hold and which do not."""
     name = (lambda m: (labels or {}).get(m, m))

@@ -121,9 +121,9 @@ def _paper(rcfg, jobs: list[Job], benchmarks, store) -> dict[str, RunResult]:
     return results
 
 
-def _orderings(rcfg, out: Path, index, results, benchmarks, main, alphas) -> list[str]:
+def _orderings(rcfg, out: Path, index, results, benchmarks, main, alphas):
     """orderings.csv/.md: the orderings the tables state, each with its intervals over problems and over seeds
-    (experiments/report/orderings.py); returns the README's sentences."""
+    (experiments/report/orderings.py); returns the README's sentences and `holds(a, b)` for the comparisons."""
     from experiments.report import orderings as od
 
     seeds = [int(s) for s in rcfg.seeds]
@@ -150,7 +150,7 @@ def _orderings(rcfg, out: Path, index, results, benchmarks, main, alphas) -> lis
     df.round(3).to_csv(out / "orderings.csv", index=False)
     names = {**tab.LABELS, **{k: k for k in alphas}}
     (out / "orderings.md").write_text(od.document(df, names))
-    return od.sentences(df, names)
+    return od.sentences(df, names), od.holds_in(df)
 
 
 def eval_n_of(cfg) -> int | None:
@@ -203,7 +203,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
     if rcfg.figures:
         figures = _figures(rcfg, out, jobs, index, results, alpha_df, of_label)
 
-    orderings = _orderings(rcfg, out, index, results, benchmarks, main, alphas)
+    orderings, holds = _orderings(rcfg, out, index, results, benchmarks, main, alphas)
 
     runs = []
     for label, s in index:
@@ -231,7 +231,8 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "n_reevaluated": sum(1 for r in results.values() if r.status.startswith("re-evaluated")),
         "n_missing": sum(1 for r in results.values() if r.status.startswith("missing")),
         "tables": tables, "figures": figures, "runs": "runs.csv",
-        "comparison": readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main) + readme.compare_ablation(abl),
+        "comparison": (readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main, holds)
+                       + readme.compare_ablation(abl, holds)),
         "orderings": orderings,
         "notes": _notes(rcfg, real),
     }

@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -105,7 +105,18 @@ def smoke_caveat(preset: str) -> list[str]:
     return [SMOKE_CAVEAT] if preset == "smoke" else []
 
 
-def compare_main(df: pd.DataFrame) -> list[str]:
+# holds(a, b): whether "a ranks above b" holds by orderings.md's rule (both intervals exclude zero); None when the
+# pair was not checked. Given, a sentence that claims an ordering says whether it holds instead of reading the
+# tables' intervals over seeds (a bootstrap of three seeds is narrower than the t interval the rule uses).
+Holds = Callable[[str, str], "bool | None"]
+
+
+def _held(holds: Holds | None, a: str, b: str) -> str:
+    v = holds(a, b) if holds else None
+    return "" if v is None else ("; it holds (orderings.md)" if v else "; **not resolved** (orderings.md)")
+
+
+def compare_main(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
     """Where our Table 1 ordering agrees with the paper's (by the average over benchmarks)."""
     d = df.set_index("method")
     ours = d["avg"].dropna().sort_values(ascending=False, kind="stable")
@@ -120,7 +131,8 @@ def compare_main(df: pd.DataFrame) -> list[str]:
              if paper.paper_avg(a) != paper.paper_avg(b)]
     agree = [(a, b) for a, b in pairs if ours[a] > ours[b]]
     if pairs:
-        lines.append(f"Pairs ordered as in the paper: {len(agree)} of {len(pairs)}; reversed or tied: "
+        lines.append(f"Pairs ordered as in the paper{' (point estimates)' if holds else ''}: {len(agree)} of "
+                     f"{len(pairs)}; reversed or tied: "
                      + (", ".join(f"{LABELS.get(a, a)} vs {LABELS.get(b, b)}" for a, b in pairs if (a, b) not in agree)
                         or "none") + ".")
     if "trapo" in ours.index:
@@ -130,8 +142,11 @@ def compare_main(df: pd.DataFrame) -> list[str]:
         if top == ["trapo"]:
             second = others[0] if others else None
             ov = _ci_overlap(d.loc["trapo"], d.loc[second]) if second else None
+            held = _held(holds, "trapo", second) if second else ""
+            lead = f"{ours['trapo'] - ours[second]:+.1f}" if second else ""
             lines.append("TRAPO has the highest average, as in the paper"
-                         + (f" (its 95% interval overlaps {LABELS.get(second, second)}'s)" if ov else
+                         + (f"; its lead over {LABELS.get(second, second)} (the next, {lead})" + held if held else
+                            f" (its 95% interval overlaps {LABELS.get(second, second)}'s)" if ov else
                             f" (95% intervals do not overlap with {LABELS.get(second, second)}'s)" if ov is False else "")
                          + ".")
         elif "trapo" in top:
@@ -149,7 +164,7 @@ def compare_main(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def compare_ablation(df: pd.DataFrame) -> list[str]:
+def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
     d = df.set_index("method")
     if d.empty:
         return []
@@ -168,14 +183,19 @@ def compare_ablation(df: pd.DataFrame) -> list[str]:
                          f"The plain-SFT variant (mg_sft) is the lowest of the chain but only {_fmt(drop)} points "
                          "below GRPO: no clear collapse (paper: 18.1 points below).")
         else:
+            above = [m for m in others if d.loc["mg_sft", "avg"] > d.loc[m, "avg"]]
+            held = [m for m in above if holds and holds("mg_sft", m)]
             lines.append("The plain-SFT variant (mg_sft) does **not** collapse here: it is not the lowest of the chain "
-                         f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4).")
+                         f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4)"
+                         + (f"; above {', '.join(held)} holds (orderings.md)" if held else "") + ".")
     if "trapo" in d.index and "mg_luffy" in d.index:
         t, lf = round(d.loc["trapo", "avg"], 1), round(d.loc["mg_luffy", "avg"], 1)
         lines.append(("TrSFT beats LUFFY's shaping on the prefixes" if t > lf else
                       "TrSFT ties with LUFFY's shaping on the prefixes" if t == lf else
                       "TrSFT does **not** beat LUFFY's shaping on the prefixes")
-                     + f" ({_fmt(d.loc['trapo', 'avg'])} vs {_fmt(d.loc['mg_luffy', 'avg'])}; paper 56.6 vs 53.6).")
+                     + f" ({_fmt(d.loc['trapo', 'avg'])} vs {_fmt(d.loc['mg_luffy', 'avg'])}; paper 56.6 vs 53.6)"
+                     + (_held(holds, "trapo", "mg_luffy") if t > lf else _held(holds, "mg_luffy", "trapo") if t < lf
+                        else "") + ".")
     return lines
 
 
