@@ -112,8 +112,9 @@ Holds = Callable[[str, str], "bool | None"]
 
 
 def _held(holds: Holds | None, a: str, b: str) -> str:
+    """'holds' / 'is **not resolved**' for "a above b" by orderings.md, '' when not checked."""
     v = holds(a, b) if holds else None
-    return "" if v is None else ("; it holds (orderings.md)" if v else "; **not resolved** (orderings.md)")
+    return "" if v is None else ("holds" if v else "is **not resolved**")
 
 
 def compare_main(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
@@ -145,7 +146,8 @@ def compare_main(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
             held = _held(holds, "trapo", second) if second else ""
             lead = f"{ours['trapo'] - ours[second]:+.1f}" if second else ""
             lines.append("TRAPO has the highest average, as in the paper"
-                         + (f"; its lead over {LABELS.get(second, second)} (the next, {lead})" + held if held else
+                         + (f"; its lead over {LABELS.get(second, second)} (the next, {lead}) {held} (orderings.md)"
+                            if held else
                             f" (its 95% interval overlaps {LABELS.get(second, second)}'s)" if ov else
                             f" (95% intervals do not overlap with {LABELS.get(second, second)}'s)" if ov is False else "")
                          + ".")
@@ -187,15 +189,15 @@ def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
             held = [m for m in above if holds and holds("mg_sft", m)]
             lines.append("The plain-SFT variant (mg_sft) does **not** collapse here: it is not the lowest of the chain "
                          f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4)"
-                         + (f"; above {', '.join(held)} holds (orderings.md)" if held else "") + ".")
+                         + (f"; its lead over {', '.join(held)} holds (orderings.md)" if held else "") + ".")
     if "trapo" in d.index and "mg_luffy" in d.index:
         t, lf = round(d.loc["trapo", "avg"], 1), round(d.loc["mg_luffy", "avg"], 1)
+        held = _held(holds, *(("trapo", "mg_luffy") if t > lf else ("mg_luffy", "trapo"))) if t != lf else ""
         lines.append(("TrSFT beats LUFFY's shaping on the prefixes" if t > lf else
                       "TrSFT ties with LUFFY's shaping on the prefixes" if t == lf else
                       "TrSFT does **not** beat LUFFY's shaping on the prefixes")
                      + f" ({_fmt(d.loc['trapo', 'avg'])} vs {_fmt(d.loc['mg_luffy', 'avg'])}; paper 56.6 vs 53.6)"
-                     + (_held(holds, "trapo", "mg_luffy") if t > lf else _held(holds, "mg_luffy", "trapo") if t < lf
-                        else "") + ".")
+                     + (f"; the difference {held} (orderings.md)" if held else "") + ".")
     return lines
 
 
