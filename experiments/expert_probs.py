@@ -7,6 +7,11 @@ the mean p, on ordinary and on skill problems, under the base model or a trained
     python experiments/expert_probs.py                                  # the embedded base model
     python experiments/expert_probs.py --model outputs/.../checkpoints/step_000100
     python experiments/expert_probs.py --styles base,folded preset=smoke
+    python experiments/expert_probs.py --train-set preset=smollm2      # the run config's own training references
+
+`--train-set` scores the first `--n` training items of the run config as the trainer tokenizes them (prompt
+template, reference + EOS, cut to rollout.max_new_tokens), under the model the runs start from, split by position
+in the reference (TRAPO's prefixes are its first 20% / 50% / 100%, guidance.prefix_ratios).
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--styles", default="spaced,base,folded", help="reference styles to score")
     ap.add_argument("--n", type=int, default=64, help="problems per kind")
     ap.add_argument("--steps", type=int, default=2, help="steps per problem")
+    ap.add_argument("--train-set", action="store_true",
+                    help="score the run config's training references instead of the embedded task's styles")
     args = ap.parse_args(argv)
+    if args.train_set:
+        return train_set_probs(args)
 
     import numpy as np
     import torch
@@ -68,6 +77,47 @@ def main(argv: list[str] | None = None) -> int:
                                  for it in items])
             print(f"| {style} | {'skill' if skill else 'ordinary'} | {len(ps)} | {ps.mean():.3f} | "
                   f"{(ps < alpha).mean():.3f} |")
+    return 0
+
+
+def train_set_probs(args) -> int:
+    """The share of the training references' tokens below alpha under the starting model, by position."""
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from evaluation.prompts import build_prompt
+    from trapo.data.loading import load_dataset
+    from trapo.engines.local import forward_logprobs
+    from trapo.models.loading import load_model_and_tokenizer
+    from trapo.rollout import tokenize_prompt
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args.overrides)
+    torch.set_num_threads(int(cfg.engine.get("num_threads") or 1))
+    model, tok, template = load_model_and_tokenizer(cfg.model)
+    model.eval()
+    alpha, cap = float(cfg.method.alpha), int(cfg.rollout.max_new_tokens)
+    items = load_dataset(cfg.data).train[: args.n]
+    bands = {"first 20%": (0.0, 0.2), "20-50%": (0.2, 0.5), "50-100%": (0.5, 1.0)}
+    ps, pos = [], []
+    with torch.no_grad():
+        for it in items:
+            p = tokenize_prompt(tok, build_prompt(it.question, tok, template), it.solution, it.answer,
+                                eos_id=tok.eos_token_id)
+            sol = p.solution_ids[:cap]
+            ps.append(forward_logprobs(model, p.prompt_ids, sol).exp().float().numpy())
+            pos.append((np.arange(len(sol)) + 0.5) / len(sol))
+    ps, pos = np.concatenate(ps), np.concatenate(pos)
+    print(f"{cfg.model.get('name', cfg.model.kind)} ({cfg.preset_name}): {len(items)} training references, "
+          f"{len(ps)} tokens (cut to {cap}); alpha = {alpha}")
+    print(f"| tokens | count | mean p | share p < {alpha} | share p < 0.5 |")
+    print("|---|---|---|---|---|")
+    print(f"| all | {len(ps)} | {ps.mean():.3f} | {(ps < alpha).mean():.3f} | {(ps < 0.5).mean():.3f} |")
+    for name, (lo, hi) in bands.items():
+        m = (pos >= lo) & (pos < hi)
+        print(f"| {name} of each reference | {int(m.sum())} | {ps[m].mean():.3f} | {(ps[m] < alpha).mean():.3f} | "
+              f"{(ps[m] < 0.5).mean():.3f} |")
     return 0
 
 
