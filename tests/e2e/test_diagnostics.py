@@ -35,5 +35,18 @@ def test_expert_probs_prints_a_row_per_style_and_kind(capsys, one_thread):
         assert 0.0 < mean_p <= 1.0
 
 
+def test_expert_probs_train_set_splits_the_references_tokens_by_position(capsys, one_thread):
+    assert expert_probs.main(["--train-set", "--n", "6", "preset=smoke"]) == 0
+    out = capsys.readouterr().out
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+                              if line.startswith("| ") and not line.startswith("| tokens"))}
+    assert set(rows) == {"all", "first 20% of each reference", "20-50% of each reference", "50-100% of each reference"}
+    counts = {k: int(r[1]) for k, r in rows.items()}
+    assert counts["all"] == sum(v for k, v in counts.items() if k != "all") > 0  # every token in one band
+    for r in rows.values():
+        mean_p, below_alpha, below_half = map(float, r[2:])
+        assert 0.0 < mean_p <= 1.0 and 0.0 <= below_alpha <= below_half <= 1.0
+
+
 if __name__ == "__main__":
     pytest.main([__file__])
