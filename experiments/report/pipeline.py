@@ -22,11 +22,12 @@ def _p(msg: str) -> None:
 
 
 def benchmarks_of(rcfg, cfg) -> list[str]:
+    """The tables' columns: reproduce's `benchmarks` when set, else what the run config evaluates: a generated task's
+    splits (synthetic, word_problems), then any benchmark files beside them."""
     if rcfg.get("benchmarks"):
         return [str(b) for b in rcfg.benchmarks]
-    if cfg.data.kind == "synthetic":
-        return [str(k) for k in cfg.data.eval_splits]
-    return [str(b) for b in (cfg.data.get("eval_benchmarks") or [])]
+    splits = list(cfg.data.get("eval_splits") or {}) if cfg.data.kind in ("synthetic", "word_problems") else []
+    return [str(b) for b in [*splits, *(cfg.data.get("eval_benchmarks") or [])]]
 
 
 def scores(res: RunResult | None, benchmarks) -> dict[str, float]:

@@ -129,6 +129,7 @@ def test_smollm2_reproduce_plans_two_seeds_of_every_table(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
     assert "seeds [0, 1]" in out and "24 (row, seed) cells -> 22 distinct runs" in out, out[:2000]
+    assert "benchmarks steps1, steps2)" in out, out[:2000]  # the task's splits, not the five all-zero benchmarks
     for method in ("grpo", "mg_prefix", "mg_sft", "mg_luffy", "trapo", "sft", "sft_rl", "relift", "luffy"):
         assert f"method={method} seed=1" in out, method
     assert "data.eval_n=1000" in out and "method.alpha=1.0" in out
@@ -238,3 +239,18 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     res, _ = cli(more, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert pd.read_csv(out / "runs.csv")["status"].str.startswith("reused (MLflow run").all()
+
+
+def test_table_columns_are_the_tasks_splits_then_its_benchmarks():
+    """A word-problem run config's tables had no split columns (only `eval_benchmarks`, all 0 on SmolLM2)."""
+    from omegaconf import OmegaConf
+
+    from experiments.report.pipeline import benchmarks_of
+
+    none = OmegaConf.create({"benchmarks": None})
+    words = compose_run(["preset=smollm2", "method=grpo"])
+    assert benchmarks_of(none, words) == ["steps1", "steps2", "aime24", "amc23", "math500", "minerva_math",
+                                          "olympiadbench"]
+    assert benchmarks_of(none, compose_run(["preset=mini", "method=grpo"])) == ["steps2", "steps3", "skill2", "skill3",
+                                                                               "steps4"]
+    assert benchmarks_of(OmegaConf.create({"benchmarks": ["steps1"]}), words) == ["steps1"]
