@@ -217,7 +217,8 @@ def section(manifest: Mapping, out_dir: Path, link_base: Path, level: int = 2) -
              f"- machine: {machine_line(manifest['machine'])}",
              f"- git: `{g['commit']}` on `{g['branch']}`" + (" (with uncommitted changes)" if g["dirty"] else ""),
              f"- seeds: {manifest['seeds']}; cells are mean [95% bootstrap interval over seeds] in percent"
-             + ("" if len(manifest["seeds"]) > 1 else " (one seed: the value alone)"),
+             + ("" if len(manifest["seeds"]) > 1 else " (one seed: the value alone)")
+             + (f"; {manifest['eval_n']:,} problems an evaluation split" if manifest.get("eval_n") else ""),
              f"- MLflow: experiment `{manifest['experiment']}` at `{manifest['tracking_uri']}`; run dirs under "
              f"`{manifest['run_root']}`", ""]
     if manifest.get("comparison"):

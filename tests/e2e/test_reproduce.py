@@ -163,6 +163,7 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     assert manifest["eval_n"] == 16  # preset=smoke's data.eval_n: the problems of each evaluation split
     text = (out / "README.md").read_text()
     assert manifest["command"] in text and "table_main" in text and "fig_reward.png" in text
+    assert "16 problems an evaluation split" in text  # the README says how many problems each interval rests on
     # a smoke reproduce says first that it is a pipeline check, not a comparison (its verdicts would alarm)
     assert manifest["comparison"][0].startswith("preset=smoke is a check that every path runs")
     assert "not a comparison" in res.stdout + res.stderr
