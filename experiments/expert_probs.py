@@ -11,7 +11,7 @@ the mean p, on ordinary and on skill problems, under the base model or a trained
 
 `--train-set` scores the first `--n` training items of the run config as the trainer tokenizes them (prompt
 template, reference + EOS, cut to rollout.max_new_tokens), under the model the runs start from, split by position
-in the reference (TRAPO's prefixes are its first 20% / 50% / 100%, guidance.prefix_ratios).
+in the reference (TRAPO's prefixes are its first 20% / 50% / 100%, method.guidance_schedule.prefix_ratios).
 """
 
 from __future__ import annotations

@@ -70,7 +70,11 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from experiments.report.plan import moved_key_error
     from trapo.trainer import Preempted
+
+    if (moved := moved_key_error(sys.argv[1:])) is not None:  # Hydra alone would say "Key 'guidance' is not in struct"
+        sys.exit(f"error: {moved}")
 
     try:
         main()

@@ -29,8 +29,8 @@ def validate_config(cfg) -> None:
         _fail("method.guidance", f"must be 'none' or 'adaptive', got {m.guidance!r}")
     if not 0.0 <= float(m.sft_fraction) <= 1.0:
         _fail("method.sft_fraction", f"must lie in [0, 1], got {m.sft_fraction}")
-    if cfg.guidance.preset not in PRESETS:
-        _fail("guidance.preset", f"must be one of {sorted(PRESETS)}, got {cfg.guidance.preset!r}")
+    if m.guidance_schedule.preset not in PRESETS:
+        _fail("method.guidance_schedule.preset", f"must be one of {sorted(PRESETS)}, got {m.guidance_schedule.preset!r}")
     # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds), before train.group_size
     # (derived from it) is read
     try:
@@ -74,5 +74,5 @@ def validate_config(cfg) -> None:
         _fail("data.kind", f"must be 'synthetic', 'word_problems' or 'jsonl', got {d.kind!r}")
     sched = rl_schedule(cfg)
     if sched.group_size != int(t.group_size):
-        _fail("guidance.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
+        _fail("method.guidance_schedule.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
               f"but train.group_size is {t.group_size}")

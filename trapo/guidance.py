@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+# where a run config holds the schedule (conf/method/_base.yaml): every method carries one, so train.group_size is
+# the same for all; it is read where method.guidance is adaptive
+CONFIG_KEY = "method.guidance_schedule"
+
 
 @dataclass(frozen=True)
 class GuidanceSchedule:
@@ -41,24 +45,24 @@ class GuidanceSchedule:
     def validate(self) -> None:
         n = len(self.group_sizes)
         if n < 1 or any(g < 1 for g in self.group_sizes):
-            raise ValueError(f"guidance.group_sizes must be positive integers, got {list(self.group_sizes)}")
+            raise ValueError(f"{CONFIG_KEY}.group_sizes must be positive integers, got {list(self.group_sizes)}")
         if len(self.prefix_ratios) != n:
             raise ValueError(
-                f"guidance.prefix_ratios needs one ratio per micro-group ({n}), got {list(self.prefix_ratios)}"
+                f"{CONFIG_KEY}.prefix_ratios needs one ratio per micro-group ({n}), got {list(self.prefix_ratios)}"
             )
         if self.prefix_ratios[0] != 0.0:
-            raise ValueError("guidance.prefix_ratios[0] must be 0: the first micro-group is never guided")
+            raise ValueError(f"{CONFIG_KEY}.prefix_ratios[0] must be 0: the first micro-group is never guided")
         if any(not 0.0 <= r <= 1.0 for r in self.prefix_ratios):
-            raise ValueError(f"guidance.prefix_ratios must lie in [0, 1], got {list(self.prefix_ratios)}")
+            raise ValueError(f"{CONFIG_KEY}.prefix_ratios must lie in [0, 1], got {list(self.prefix_ratios)}")
         if len(self.thresholds) != n - 1:
             raise ValueError(
-                f"guidance.thresholds needs one threshold per guided micro-group ({n - 1}), "
+                f"{CONFIG_KEY}.thresholds needs one threshold per guided micro-group ({n - 1}), "
                 f"got {list(self.thresholds)}"
             )
         if any(b <= a for a, b in zip(self.thresholds, self.thresholds[1:])):
-            raise ValueError(f"guidance.thresholds must be strictly increasing, got {list(self.thresholds)}")
+            raise ValueError(f"{CONFIG_KEY}.thresholds must be strictly increasing, got {list(self.thresholds)}")
         if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
-            raise ValueError(f"guidance.thresholds must lie in [0, 1], got {list(self.thresholds)}")
+            raise ValueError(f"{CONFIG_KEY}.thresholds must lie in [0, 1], got {list(self.thresholds)}")
 
     def guided(self, round_idx: int, reward_sum: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """Which prompts get a prefix in round `round_idx`, from the rewards of their earlier samples.
@@ -87,8 +91,9 @@ def guidance_levels(guided: torch.Tensor) -> torch.Tensor:
 
 # ---- the schedules of a run config (every engine builds them from the resolved config) ----------------------
 def guidance_schedule(cfg) -> GuidanceSchedule:
-    """The configured micro-group schedule: `guidance.preset`, with any field set in `guidance` replacing its own."""
-    g = cfg.guidance
+    """The configured micro-group schedule (`method.guidance_schedule`): its `preset`, with any other field that is
+    set replacing the preset's own."""
+    g = cfg.method.guidance_schedule
     base = PRESETS[g.preset]
     return GuidanceSchedule(
         group_sizes=tuple(g.group_sizes) if g.get("group_sizes") is not None else base.group_sizes,

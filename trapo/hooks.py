@@ -23,8 +23,9 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequenc
 
 # what the trainer and the engines read of `method`: conf/method/_base.yaml's keys (a test holds them equal) and
 # the runner's name
-TRAINER_METHOD_KEYS = frozenset({"name", "runner", "sft_fraction", "guidance", "prefix_loss", "alpha", "gamma",
-                                 "off_policy", "baseline_includes_guided", "scale_by_std", "entropy_coef"})
+TRAINER_METHOD_KEYS = frozenset({"name", "runner", "sft_fraction", "guidance", "guidance_schedule", "prefix_loss",
+                                 "alpha", "gamma", "off_policy", "baseline_includes_guided", "scale_by_std",
+                                 "entropy_coef"})
 
 
 class StepHook(Protocol):

@@ -39,6 +39,21 @@ EVAL_ONLY = ("data.eval_n", "data.eval_splits", "data.eval_benchmarks", "data.ev
 # derived, like train.group_size, hashes as the value it resolves to, so it needs no entry)
 DECLARED_LATER = {"engine.first_step": 0}
 
+# keys moved after runs were made: new place -> the place those runs' configs hold it. Hashed at the old place, so
+# a move alone changes no hash and retrains nothing (the guidance schedule moved under the method, issue 28)
+MOVED = {"method.guidance_schedule": "guidance"}
+
+
+def moved_key_error(overrides: list[str]) -> str | None:
+    """The message for a command-line override that names a key at its old place (None: none does)."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        for new, old in MOVED.items():
+            if key == old or key.startswith(old + "."):
+                return (f"{key} has moved to {new + key[len(old):]} (the schedule belongs to the method): "
+                        f"write {arg.replace(old, new, 1)}")
+    return None
+
 # ---- specs, configs and hashes ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunSpec:
@@ -80,6 +95,13 @@ def _get(d: dict, dotted: str, default: Any = None) -> Any:
     return d
 
 
+def _put(d: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
 def hash_view(cfg) -> dict:
     """The resolved run config without `VOLATILE` keys: what the hash covers."""
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
@@ -88,6 +110,12 @@ def hash_view(cfg) -> dict:
     for key, absent in DECLARED_LATER.items():
         if _get(d, key, absent) == absent:
             _drop(d, key)
+    for new, old in MOVED.items():
+        missing = object()
+        value = _get(d, new, missing)
+        if value is not missing:
+            _drop(d, new)
+            _put(d, old, value)
     return d
 
 

@@ -2,9 +2,9 @@
 
     method.alpha: {type: float, low: 0.01, high: 1.0, log: true}
     train.micro_batch_size: {type: int, low: 8, high: 64, log: true}
-    guidance.preset: {type: categorical, choices: [paper, official_code]}
-    guidance.thresholds: {type: ordered, size: 3, low: 0.3, high: 1.0, min_gap: 0.05}
-    guidance.prefix_ratios: {type: ordered, size: 2, low: 0.05, high: 0.95, head: [0.0], tail: [1.0]}
+    method.guidance_schedule.preset: {type: categorical, choices: [paper, official_code]}
+    method.guidance_schedule.thresholds: {type: ordered, size: 3, low: 0.3, high: 1.0, min_gap: 0.05}
+    method.guidance_schedule.prefix_ratios: {type: ordered, size: 2, low: 0.05, high: 0.95, head: [0.0], tail: [1.0]}
     method.gamma: tag(log, interval(0.01, 1))        # Hydra's sweep syntax works too
 
 `ordered` draws a strictly increasing list (TRAPO's thresholds t2 < t3 < t4 must be). Sampling the values

@@ -112,9 +112,9 @@ def _fail_if_called(*a, **k):
 
 @pytest.mark.parametrize("overrides, message", [
     (["method.alpha=-0.1"], "config method.alpha: the trust region alpha must be >= 0"),
-    (["guidance.thresholds=[0.7,0.5,0.9]"], "guidance.thresholds must be strictly increasing"),
-    (["guidance.group_sizes=[4,2,1,2]", "train.group_size=8"],  # a guided group size set against its schedule
-     "config guidance.group_sizes: [4, 2, 1, 2] sum to 9, but train.group_size is 8"),
+    (["method.guidance_schedule.thresholds=[0.7,0.5,0.9]"], "method.guidance_schedule.thresholds must be strictly increasing"),
+    (["method.guidance_schedule.group_sizes=[4,2,1,2]", "train.group_size=8"],  # a guided group size set against its schedule
+     "config method.guidance_schedule.group_sizes: [4, 2, 1, 2] sum to 9, but train.group_size is 8"),
     (["method=grpo", "train.group_size=0"], "config train.group_size: must be >= 1"),
     (["++train.warmup_steps=-1"], "config train.warmup_steps: must be >= 0"),
     (["checkpoint.keep=0"], "config checkpoint.keep: must be >= 1"),

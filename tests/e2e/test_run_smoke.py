@@ -119,8 +119,8 @@ def test_unknown_method_lists_options(tmp_path):
 
 @pytest.mark.parametrize("override, msg", [
     ("method.alpha=-0.1", "method.alpha"),
-    ("guidance.thresholds=[0.7,0.5,0.9]", "increasing"),
-    ("guidance.group_sizes=[4,2,1]", "guidance"),
+    ("method.guidance_schedule.thresholds=[0.7,0.5,0.9]", "increasing"),
+    ("method.guidance_schedule.group_sizes=[4,2,1]", "guidance"),
     ("train.group_size=6", "group_size"),
 ])
 def test_bad_config_rejected_before_work(tmp_path, override, msg):

@@ -98,3 +98,20 @@ def test_the_readme_sentences_say_whether_the_orderings_they_claim_hold():
                                          "trapo": 25.8}), holds)
     assert any("TrSFT beats LUFFY's shaping" in s and "the difference holds (orderings.md)" in s for s in abl)
     assert any("does **not** collapse" in s and "its lead over mg_prefix, mg_luffy holds" in s for s in abl)
+
+
+def test_the_ablation_sentence_needs_grpo_to_say_whether_mg_sft_collapses():
+    """A partial table (the SmolLM2 ablation while its runs finish) with mg_sft and no GRPO said "does **not**
+    collapse here ... GRPO n/a": the collapse is a drop below GRPO, so without GRPO there is nothing to say."""
+    import pandas as pd
+
+    from experiments.report import readme
+
+    def frame(avgs):
+        return pd.DataFrame([{"method": m, "avg": v, "avg_lo": v - 0.3, "avg_hi": v + 0.3} for m, v in avgs.items()])
+
+    for avgs in ({"mg_sft": 32.2}, {"mg_sft": 32.2, "trapo": 42.0}, {"grpo": float("nan"), "mg_sft": 32.2}):
+        lines = readme.compare_ablation(frame(avgs))
+        assert not any("collapse" in s for s in lines), (avgs, lines)
+    assert any("is the lowest of the chain, 7.8 points below GRPO" in s
+               for s in readme.compare_ablation(frame({"grpo": 40.0, "mg_sft": 32.2, "trapo": 42.0})))

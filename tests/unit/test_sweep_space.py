@@ -48,7 +48,7 @@ def test_hydra_sweep_syntax():
 
 
 def test_ordered_values_are_always_valid_and_invert():
-    p = OrderedParam("guidance.thresholds", 3, 0.2, 1.0, 0.05)
+    p = OrderedParam("method.guidance_schedule.thresholds", 3, 0.2, 1.0, 0.05)
     corners = [[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 1], [0.5, 0.5, 0.5], [0.9, 0.1, 0.7]]
     for us in corners:
         t = p.from_fractions(us)
@@ -61,14 +61,14 @@ def test_ordered_values_are_always_valid_and_invert():
 
 
 def test_ordered_head_tail_and_trial_records_the_list():
-    p = OrderedParam("guidance.prefix_ratios", 2, 0.05, 0.95, 0.05, (0.0,), (1.0,))
+    p = OrderedParam("method.guidance_schedule.prefix_ratios", 2, 0.05, 0.95, 0.05, (0.0,), (1.0,))
     study = optuna.create_study()
     study.enqueue_trial(p.raw([0.0, 0.2, 0.5, 1.0]))  # the full list, as written in the config
     trial = study.ask()
     values = p.suggest(trial)
     assert values == pytest.approx([0.0, 0.2, 0.5, 1.0])
-    assert trial.user_attrs["guidance.prefix_ratios"] == values
-    assert set(trial.params) == {"guidance.prefix_ratios.u0", "guidance.prefix_ratios.u1"}
+    assert trial.user_attrs["method.guidance_schedule.prefix_ratios"] == values
+    assert set(trial.params) == {"method.guidance_schedule.prefix_ratios.u0", "method.guidance_schedule.prefix_ratios.u1"}
     for _ in range(20):  # whatever the sampler proposes is increasing, starts at 0 and ends at 1
         v = p.suggest(study.ask())
         assert v[0] == 0.0 and v[-1] == 1.0 and all(a < b for a, b in zip(v, v[1:]))
