@@ -122,6 +122,18 @@ def test_paper_dry_run_prints_launches_and_starts_nothing(tmp_path):
     assert not (tmp_path / "runs").exists() or not any(p.name != "_logs" for p in (tmp_path / "runs").iterdir())
 
 
+def test_a_table_whose_rows_are_not_asked_for_is_not_written(tmp_path):
+    """One ablation run made alone (`methods=[] ablation=[mg_sft]`, as the SmolLM2 runs are made) wrote an empty
+    Table 1 (`|  |` and `||`) into its README; a table with no rows asked for is left out."""
+    res, _ = cli(["preset=smoke", "missing=skip", "methods=[]", "ablation=[grpo]", "alphas=[]", "seeds=[0]",
+                  "figures=false", "index=null", f"output_dir={tmp_path}/out", f"run_root={tmp_path}/runs"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "out"
+    assert not list(out.glob("table_main.*")) and (out / "table_ablation.md").exists()
+    text = (out / "README.md").read_text()
+    assert "### Table 1" not in text and "### Ablation chain" in text and "\n||\n" not in text
+
+
 def test_smollm2_reproduce_plans_two_seeds_of_every_table(tmp_path):
     """`python experiments/reproduce.py preset=smollm2` exists (issue 27): its dry run lists the main, ablation and
     alpha tables' runs for two seeds, on 1,000 problems a word-problem split, and trains nothing."""
