@@ -204,6 +204,16 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
                "α → 0 is plain SFT on the prefixes, α = 1 DFT-style weighting).")
         tables.append(_table(out, "table_alpha", "Accuracy against α", alpha_df, shown, cap))
 
+    trained_labels = list(dict.fromkeys([*(m for m in rcfg.methods if m != "base"), *rcfg.ablation]))
+    dyn = tab.table_dynamics({lb: [h for h in of_label(lb, "history") if h is not None] for lb in trained_labels})
+    if not dyn.empty:
+        labels = {**tab.LABELS, **{m: tab.ABLATION_LABELS[m] for m in ("mg_prefix", "mg_sft", "mg_luffy")}}
+        cap = ("Training dynamics: each metric's mean over the first 10 → the last 10 RL steps (maximum), mean over "
+               "seeds; reward, entropy and length over the unguided samples, grad norm before clipping, expert "
+               "p < α the share of expert tokens outside TrSFT's trust region (methods that train on them).")
+        tables.append(_table(out, "table_dynamics", "Training dynamics", dyn, tab.display_dynamics(dyn, labels),
+                             cap))
+
     figures = []
     if rcfg.figures:
         figures = _figures(rcfg, out, jobs, index, results, alpha_df, of_label)

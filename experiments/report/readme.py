@@ -136,7 +136,7 @@ def compare_main(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
                      f"{len(pairs)}; reversed or tied: "
                      + (", ".join(f"{LABELS.get(a, a)} vs {LABELS.get(b, b)}" for a, b in pairs if (a, b) not in agree)
                         or "none") + ".")
-    if "trapo" in ours.index:
+    if "trapo" in ours.index and len(ours) > 1:  # TRAPO alone (a partial table) is highest of nothing
         best = ours.max()
         top = [m for m in ours.index if ours[m] == best]
         others = [m for m in ours.index if m != "trapo"]
@@ -192,7 +192,7 @@ def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
             lines.append("The plain-SFT variant (mg_sft) does **not** collapse here: it is not the lowest of the chain "
                          f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4)"
                          + (f"; its lead over {', '.join(held)} holds (orderings.md)" if held else "") + ".")
-    if "trapo" in d.index and "mg_luffy" in d.index:
+    if all(m in d.index and not pd.isna(d.loc[m, "avg"]) for m in ("trapo", "mg_luffy")):
         t, lf = round(d.loc["trapo", "avg"], 1), round(d.loc["mg_luffy", "avg"], 1)
         held = _held(holds, *(("trapo", "mg_luffy") if t > lf else ("mg_luffy", "trapo"))) if t != lf else ""
         lines.append(("TrSFT beats LUFFY's shaping on the prefixes" if t > lf else

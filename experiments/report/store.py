@@ -17,7 +17,7 @@ from trapo.rl_step import level_metric
 log = logging.getLogger(__name__)
 
 # per-step metrics the figures use (read from metrics.jsonl, or MLflow's history when the run dir is gone)
-HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss",
+HISTORY_KEYS = ("train/reward_mean", "train/response_length", "train/entropy", "train/loss", "train/grad_norm",
                 "train/expert_token_prob", "train/expert_low_prob_frac", "train/phase_rl",
                 *(level_metric(i) for i in range(GuidanceSchedule().n_rounds)))
 

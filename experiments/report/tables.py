@@ -81,6 +81,49 @@ def table_alpha(per_seed, alphas: Mapping[str, float], benchmarks: Sequence[str]
     return df.sort_values("alpha").reset_index(drop=True)
 
 
+# the training curves as numbers (the figures draw them): the question of the ablation is whether plain SFT on the
+# prefixes destabilises training (entropy up, reward down, larger updates) where TrSFT holds
+DYNAMICS = (("train/reward_mean", "reward"), ("train/entropy", "entropy"), ("train/grad_norm", "grad norm"),
+            ("train/expert_low_prob_frac", "expert p < α"), ("train/response_length", "length"))
+
+
+def table_dynamics(histories: Mapping[str, Sequence[pd.DataFrame]], window: int = 10) -> pd.DataFrame:
+    """Per run, each metric's mean over its first and last `window` logged steps of RL (SFT steps have no reward,
+    entropy or expert statistics) and its maximum; then the mean over the runs (seeds) of a row. A row with no
+    history is left out; a metric a method does not log is NaN."""
+    rows = []
+    for label, hists in histories.items():
+        per_run = []
+        for h in hists:
+            if h is None or h.empty:
+                continue
+            if "train/phase_rl" in h and (h["train/phase_rl"].fillna(1.0) > 0).any():  # sft: all of its steps
+                h = h[h["train/phase_rl"].fillna(1.0) > 0]
+            vals = {}
+            for key, short in DYNAMICS:
+                v = h[key].dropna().to_numpy(float) if key in h else np.array([])
+                vals[f"{short}_first"] = float(v[:window].mean()) if len(v) else math.nan
+                vals[f"{short}_last"] = float(v[-window:].mean()) if len(v) else math.nan
+                vals[f"{short}_max"] = float(v.max()) if len(v) else math.nan
+            per_run.append(vals)
+        if per_run:
+            mean = pd.DataFrame(per_run).mean(skipna=True)
+            rows.append({"method": label, **mean.to_dict(), "n_seeds": len(per_run)})
+    return pd.DataFrame(rows)
+
+
+def display_dynamics(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """'first → last (max)' per metric, 3 significant digits."""
+    rows = []
+    for _, r in df.iterrows():
+        row = {"method": (labels or {}).get(r["method"], r["method"]), "seeds": int(r["n_seeds"])}
+        for _, short in DYNAMICS:
+            first, last, top = (r[f"{short}_{k}"] for k in ("first", "last", "max"))
+            row[short] = "" if math.isnan(first) else f"{first:.3g} → {last:.3g} ({top:.3g})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ---- display ---------------------------------------------------------------------------------------
 def cell(mean: float, lo: float, hi: float, digits: int = 1) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):

@@ -94,6 +94,28 @@ def test_comparison_sentences_state_ordering_and_collapse():
     assert any("does **not** collapse" in s for s in none)
 
 
+def test_table_dynamics_first_and_last_steps_of_rl_mean_over_seeds():
+    steps = np.arange(1, 31)
+
+    def hist(ent_end, phase_sft=0):
+        return pd.DataFrame({"step": steps, "train/phase_rl": (steps > phase_sft).astype(float),
+                             "train/entropy": np.where(steps > 20, ent_end, 0.1),
+                             "train/reward_mean": np.where(steps > phase_sft, 0.5, np.nan),
+                             "train/grad_norm": np.linspace(1.0, 3.0, 30)})
+
+    df = tab.table_dynamics({"mg_sft": [hist(0.5), hist(0.3)], "sft_rl": [hist(0.2, phase_sft=10)], "none": []})
+    d = df.set_index("method")
+    assert list(d.index) == ["mg_sft", "sft_rl"] and d.loc["mg_sft", "n_seeds"] == 2
+    assert d.loc["mg_sft", "entropy_first"] == pytest.approx(0.1) and d.loc["mg_sft", "entropy_last"] == pytest.approx(0.4)
+    assert d.loc["mg_sft", "entropy_max"] == pytest.approx(0.4)  # the mean over seeds of each run's maximum
+    assert d.loc["sft_rl", "entropy_first"] == pytest.approx(0.1)  # steps 11-20: the RL phase's first ten
+    assert d.loc["sft_rl", "grad norm_first"] == pytest.approx(np.linspace(1.0, 3.0, 30)[10:20].mean())
+    assert np.isnan(d.loc["mg_sft", "expert p < α_first"])  # not logged
+    shown = tab.display_dynamics(df, tab.ABLATION_LABELS).set_index("method")
+    assert shown.loc["+ plain SFT loss on prefixes", "entropy"] == "0.1 → 0.4 (0.4)"
+    assert shown.loc["sft_rl", "expert p < α"] == ""
+
+
 # ---- command line --------------------------------------------------------------------------------
 def cli(args, cwd: Path, timeout=600):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db", PYTHONUNBUFFERED="1")
@@ -167,6 +189,9 @@ def test_smoke_tables_figures_then_reuse(tmp_path):
     assert list(abl["method"]) == ["grpo", "mg_prefix", "mg_sft", "mg_luffy", "trapo"]
     assert list(abl["paper_avg"]) == [50.4, 52.7, 32.3, 53.6, 56.6]
     assert (out / "table_alpha.csv").exists() and (out / "table_main.tex").exists()
+    dyn = pd.read_csv(out / "table_dynamics.csv").set_index("method")  # every trained row, from its metrics.jsonl
+    assert set(dyn.index) == {"sft", "grpo", "sft_rl", "relift", "luffy", "trapo", "mg_prefix", "mg_sft", "mg_luffy"}
+    assert dyn.drop("sft")["entropy_first"].notna().all() and dyn.loc["trapo", "expert p < α_last"] >= 0  # RL's
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) >= 3 and {"fig_reward.png", "fig_response_length.png", "fig_entropy.png"} <= set(pngs)
     manifest = json.loads((out / "manifest.json").read_text())

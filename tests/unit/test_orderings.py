@@ -113,5 +113,9 @@ def test_the_ablation_sentence_needs_grpo_to_say_whether_mg_sft_collapses():
     for avgs in ({"mg_sft": 32.2}, {"mg_sft": 32.2, "trapo": 42.0}, {"grpo": float("nan"), "mg_sft": 32.2}):
         lines = readme.compare_ablation(frame(avgs))
         assert not any("collapse" in s for s in lines), (avgs, lines)
+    # likewise TrSFT against LUFFY's shaping without mg_luffy, and "the highest average" of TRAPO alone
+    lines = readme.compare_ablation(frame({"mg_luffy": float("nan"), "trapo": 42.0}))
+    assert not any("LUFFY's shaping" in s for s in lines), lines
+    assert not any("highest" in s for s in readme.compare_main(frame({"trapo": 42.0}))), "TRAPO alone"
     assert any("is the lowest of the chain, 7.8 points below GRPO" in s
                for s in readme.compare_ablation(frame({"grpo": 40.0, "mg_sft": 32.2, "trapo": 42.0})))
