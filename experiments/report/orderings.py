@@ -90,7 +90,9 @@ def compare(a: str, b: str, avg_by_seed: Mapping[str, Sequence[float | None]],
              and not (math.isnan(x) or math.isnan(y))]
     diff = float(np.mean([x - y for x, y in pairs])) if pairs else float("nan")
     s_lo, s_hi = seed_interval([x - y for x, y in pairs])
-    prob = problem_interval(rows_by_seed[a], rows_by_seed[b], splits, n_boot)
+    # over problems on the seeds both rows have (a partial table: seed 1 of one row not made yet)
+    both = [(x, y) for x, y in zip(rows_by_seed[a], rows_by_seed[b]) if x is not None and y is not None]
+    prob = problem_interval([x for x, _ in both], [y for _, y in both], splits, n_boot) if both else None
     p_lo, p_hi, n_prob = prob if prob is not None else (float("nan"), float("nan"), 0)
     above = p_lo > 0 and s_lo > 0
     below = p_hi < 0 and s_hi < 0
