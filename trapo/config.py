@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from trapo.guidance import PRESETS, guidance_schedule, rl_schedule
+from trapo.guidance import CONFIG_KEY, PRESETS, guidance_schedule, rl_schedule
 from trapo.losses import PREFIX_LOSSES
 
 
@@ -30,7 +30,7 @@ def validate_config(cfg) -> None:
     if not 0.0 <= float(m.sft_fraction) <= 1.0:
         _fail("method.sft_fraction", f"must lie in [0, 1], got {m.sft_fraction}")
     if m.guidance_schedule.preset not in PRESETS:
-        _fail("method.guidance_schedule.preset", f"must be one of {sorted(PRESETS)}, got {m.guidance_schedule.preset!r}")
+        _fail(f"{CONFIG_KEY}.preset", f"must be one of {sorted(PRESETS)}, got {m.guidance_schedule.preset!r}")
     # the guidance schedule validates its own fields (sizes, ratios, increasing thresholds), before train.group_size
     # (derived from it) is read
     try:
@@ -74,5 +74,5 @@ def validate_config(cfg) -> None:
         _fail("data.kind", f"must be 'synthetic', 'word_problems' or 'jsonl', got {d.kind!r}")
     sched = rl_schedule(cfg)
     if sched.group_size != int(t.group_size):
-        _fail("method.guidance_schedule.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
+        _fail(f"{CONFIG_KEY}.group_sizes", f"{list(sched.group_sizes)} sum to {sched.group_size}, "
               f"but train.group_size is {t.group_size}")

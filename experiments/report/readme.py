@@ -166,6 +166,11 @@ def compare_main(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
     return lines
 
 
+def _present(d: pd.DataFrame, *methods: str) -> bool:
+    """Every one of `methods` is a row of `d` with an average (a partial table may have the row and no runs)."""
+    return all(m in d.index and not pd.isna(d.loc[m, "avg"]) for m in methods)
+
+
 def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
     d = df.set_index("method")
     if d.empty:
@@ -174,21 +179,20 @@ def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
     lines = ["Ablation chain (ours vs the paper's average): "
              + " → ".join(f"{m} {_fmt(d.loc[m, 'avg'])} ({paper.ABLATION_AVG[m]})" for m in chain)]
     # the collapse is a drop below GRPO: without both (a partial table) there is nothing to say about it
-    has = [m for m in ("mg_sft", "grpo") if m in d.index and not pd.isna(d.loc[m, "avg"])]
-    if len(has) == 2:
+    if _present(d, "mg_sft", "grpo"):
         others = [m for m in chain if m != "mg_sft" and not pd.isna(d.loc[m, "avg"])]
         lowest = all(d.loc["mg_sft", "avg"] < d.loc[m, "avg"] for m in others)
         ref = d.loc["grpo", "avg"]
         drop = ref - d.loc["mg_sft", "avg"]
-        held = _held(holds, "grpo", "mg_sft")
-        if lowest and drop > 0 and held == "is **not resolved**":  # e.g. one seed: a drop, not yet an ordering
+        verdict = holds("grpo", "mg_sft") if holds else None  # orderings.md: True holds, False not resolved
+        if lowest and drop > 0 and verdict is False:  # e.g. one seed: a drop, not yet an ordering
             lines.append(f"The plain-SFT variant (mg_sft) is the lowest of the chain, {_fmt(drop)} points below GRPO "
                          "(paper: 32.3 vs 50.4, 18.1 points below); that GRPO ranks above it is **not resolved** "
                          "(orderings.md), so the collapse is not established.")
         elif lowest and drop > 0:
             lines.append(f"The plain-SFT variant (mg_sft) is the lowest of the chain, {_fmt(drop)} points below GRPO: "
                          "the collapse is reproduced (paper: 32.3 vs 50.4, 18.1 points below)"
-                         + ("; the difference holds (orderings.md)." if held else ".")
+                         + ("; the difference holds (orderings.md)." if verdict else ".")
                          if drop >= 5 else
                          f"The plain-SFT variant (mg_sft) is the lowest of the chain but only {_fmt(drop)} points "
                          "below GRPO: no clear collapse (paper: 18.1 points below).")
@@ -198,7 +202,7 @@ def compare_ablation(df: pd.DataFrame, holds: Holds | None = None) -> list[str]:
             lines.append("The plain-SFT variant (mg_sft) does **not** collapse here: it is not the lowest of the chain "
                          f"(mg_sft {_fmt(d.loc['mg_sft', 'avg'])}, GRPO {_fmt(ref)}; paper 32.3 vs 50.4)"
                          + (f"; its lead over {', '.join(held)} holds (orderings.md)" if held else "") + ".")
-    if all(m in d.index and not pd.isna(d.loc[m, "avg"]) for m in ("trapo", "mg_luffy")):
+    if _present(d, "trapo", "mg_luffy"):
         t, lf = round(d.loc["trapo", "avg"], 1), round(d.loc["mg_luffy", "avg"], 1)
         held = _held(holds, *(("trapo", "mg_luffy") if t > lf else ("mg_luffy", "trapo"))) if t != lf else ""
         lines.append(("TrSFT beats LUFFY's shaping on the prefixes" if t > lf else

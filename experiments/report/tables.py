@@ -97,8 +97,9 @@ def table_dynamics(histories: Mapping[str, Sequence[pd.DataFrame]], window: int 
         for h in hists:
             if h is None or h.empty:
                 continue
-            if "train/phase_rl" in h and (h["train/phase_rl"].fillna(1.0) > 0).any():  # sft: all of its steps
-                h = h[h["train/phase_rl"].fillna(1.0) > 0]
+            rl = h["train/phase_rl"].fillna(1.0) > 0 if "train/phase_rl" in h else None
+            if rl is not None and rl.any():  # sft has no RL step: all of its steps
+                h = h[rl]
             vals = {}
             for key, short in DYNAMICS:
                 v = h[key].dropna().to_numpy(float) if key in h else np.array([])
