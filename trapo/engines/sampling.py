@@ -9,6 +9,8 @@ Where the time went on a CPU decides the design (measurements: docs/performance.
 - Otherwise the input's cache rows are copied out to its samples, in a cache preallocated for the whole
   generation where each step writes its token in place. The default cache concatenates (copies) all of K and
   V at every token, which was 40% of a decode step.
+- A decode step of a Llama or Qwen2 model calls its layers directly (trapo.engines.decode_step): with few rows
+  the model call's own per-call work was a fifth of the step.
 - Rows that emitted EOS stop costing compute: they are dropped from the batch and the cache once enough of
   them have finished to pay for the copy that drops them (`DROP_FRACTION`).
 """
@@ -21,7 +23,7 @@ from typing import Sequence
 import torch
 from transformers.cache_utils import Cache
 
-from trapo.engines import shared_prefix
+from trapo.engines import decode_step, shared_prefix
 from trapo.engines.shared_prefix import PreallocatedLayer, SharedPrefixCache
 
 # Read each distinct input's KV cache once for all its samples (trapo.engines.shared_prefix) when there are at
@@ -156,6 +158,8 @@ def _decode(model, cache, logits, attn, next_pos, length, out, eos_id, limit, te
     n, max_new_tokens = out.shape
     alive = torch.arange(n, device=out.device)  # original row of each batch row
     running = torch.ones(n, dtype=torch.bool, device=out.device)  # False: finished, still in the batch
+    # the model's layers without its per-call machinery, same logits (trapo.engines.decode_step); None: model call
+    step_fn = decode_step.make(model)
     for step in range(max_new_tokens):
         tok = _pick(logits, temperature, generator)
         out[alive[running], step] = tok[running]
@@ -175,8 +179,11 @@ def _decode(model, cache, logits, attn, next_pos, length, out, eos_id, limit, te
                 alive, attn, next_pos, tok, running = alive[keep], attn[keep], next_pos[keep], tok[keep], running[keep]
         attn[:, length] = 1
         length += 1
-        res = model(input_ids=tok.unsqueeze(-1), attention_mask=attn[:, :length], position_ids=next_pos.unsqueeze(-1),
-                    past_key_values=cache, use_cache=True)
-        cache = res.past_key_values
-        logits = res.logits[:, -1]
+        if step_fn is not None:
+            logits = step_fn(tok, attn[:, :length], next_pos, cache)
+        else:
+            res = model(input_ids=tok.unsqueeze(-1), attention_mask=attn[:, :length],
+                        position_ids=next_pos.unsqueeze(-1), past_key_values=cache, use_cache=True)
+            cache = res.past_key_values
+            logits = res.logits[:, -1]
         next_pos = next_pos + 1
