@@ -26,7 +26,7 @@ def test_quick_benchmark_prints_the_summary(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "benchmark.py"), "--quick", "--threads", "1", "--rss-probe",
-         "--out", str(report)],
+         "--ratio-processes", "2", "--out", str(report)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=580,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -39,6 +39,11 @@ def test_quick_benchmark_prints_the_summary(tmp_path):
     text = report.read_text()
     assert "python experiments/benchmark.py --quick" in text and ", trl " in text
     assert "peak RSS" in text and "| ours_trapo |" in text and "| trl_grpo |" in text
+    # the headline ratio is the median over this process and a fresh one, both listed
+    assert "TRAPO/GRPO in fresh process 1:" in proc.stdout
+    line = next(x for x in text.splitlines() if "step ratios on `fixed` in 2 processes" in x)
+    listed = [float(r) for r in line.split("alone): ")[1].split(". ")[0].split(", ")]
+    assert len(listed) == 2 and result["trapo_over_grpo"] == round(sum(listed) / 2, 3)
 
 
 @pytest.mark.slow
