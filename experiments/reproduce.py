@@ -67,4 +67,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from experiments.report.plan import moved_key_error
+
+    if (moved := moved_key_error(sys.argv[1:])) is not None:  # Hydra alone would say "Key 'guidance' is not in struct"
+        sys.exit(f"error: {moved}")
     main()

@@ -100,6 +100,10 @@ def test_the_old_spelling_of_a_moved_key_says_where_it_went():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "error: guidance.preset has moved to method.guidance_schedule.preset" in proc.stderr
+    proc = subprocess.run([sys.executable, "experiments/reproduce.py", "preset=smoke", "dry_run=true",
+                           "guidance.thresholds=[0.3,0.6,0.9]"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error: guidance.thresholds has moved to method.guidance_schedule.thresholds" in proc.stderr
 
 
 def test_every_run_of_results_mini_is_the_run_reproduce_plans_now():
