@@ -15,8 +15,9 @@ Two settings, each timed for ours_grpo, ours_trapo and trl_grpo:
 Warm-up steps are dropped and the systems are interleaved A B C C B A (the first steps in a process run slow).
 The step time of a system is the median of its measured steps. A process's TRAPO/GRPO ratio carries a bias of its
 own (each system's copy of the model lands elsewhere in memory; on this VM one process gave 0.89 and another 1.24
-for the same code), so `trapo_over_grpo` is the median over `--ratio-processes` processes: this one and fresh ones
-that time our two systems on `fixed` alone. The last line printed is one JSON object.
+for the same code), so the two ratios on `fixed` (`trapo_over_grpo`, `ours_over_trl`) are medians over
+`--ratio-processes` processes: this one and fresh ones that time the systems on `fixed` alone. The last line
+printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def parse_args(argv=None):
                     help="measure peak RSS of the default run's steps in a fresh process (default: on unless --quick)")
     ap.add_argument("--out", default="results/benchmarks.md", help="Markdown report ('' = none)")
     ap.add_argument("--ratio-processes", type=int, default=None,
-                    help="processes whose TRAPO/GRPO ratios on `fixed` give the headline's median (default 3; quick 1)")
+                    help="processes whose ratios on `fixed` give the headline's medians (default 3; quick 1)")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.steps = args.steps if args.steps is not None else (2 if args.quick else 6)
@@ -215,16 +216,24 @@ def rss_probe(args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fixed_ratios(args, own: float) -> list[float]:
-    """TRAPO/GRPO step ratios on `fixed`: this process's and those of `--ratio-processes` - 1 fresh ones."""
-    ratios = [own]
-    cmd = [sys.executable, __file__, "--settings", "fixed", "--no-trl", "--grade-items", "0", "--no-rss-probe",
-           "--out", "", "--ratio-processes", "1", "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+FIXED_RATIOS = {"trapo_over_grpo": ("ours_trapo", "ours_grpo"), "ours_over_trl": ("ours_grpo", "trl_grpo")}
+
+
+def fixed_ratios(args, systems: dict) -> dict[str, list[float]]:
+    """The headline's ratios on `fixed` (FIXED_RATIOS) in this process and in `--ratio-processes` - 1 fresh ones."""
+    def own(a, b):
+        return round(systems[a]["step_s"] / systems[b]["step_s"], 3) if a in systems and b in systems else None
+
+    ratios = {k: [own(a, b)] for k, (a, b) in FIXED_RATIOS.items() if own(a, b) is not None}
+    cmd = [sys.executable, __file__, "--settings", "fixed", "--grade-items", "0", "--no-rss-probe", "--out", "",
+           "--ratio-processes", "1", "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + (["--no-trl"] if args.no_trl else [])
     for i in range(args.ratio_processes - 1):
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-        ratios.append(json.loads(out.stdout.strip().splitlines()[-1])["trapo_over_grpo"])
-        log(f"[fixed] TRAPO/GRPO in fresh process {i + 1}: {ratios[-1]}")
+        head = json.loads(out.stdout.strip().splitlines()[-1])
+        for k in ratios:
+            ratios[k].append(head[k])
+        log(f"[fixed] fresh process {i + 1}: " + ", ".join(f"{k} {v[-1]}" for k, v in ratios.items()))
     return ratios
 
 
@@ -283,13 +292,17 @@ def headline(results: dict) -> dict:
 
     g, t, trl = step("fixed", "ours_grpo"), step("fixed", "ours_trapo"), step("fixed", "trl_grpo")
     grading = results.get("grading", {})
-    ratios = results.get("fixed_ratios")
+    ratios = results.get("fixed_ratios", {})
+
+    def fixed(key, a, b):  # the median over processes where measured there, else this process's ratio
+        return round(statistics.median(ratios[key]), 3) if ratios.get(key) else ratio(a, b)
+
     return {
         "ours_grpo_step_s": round(g, 3) if g else None,
         "ours_trapo_step_s": round(t, 3) if t else None,
         "trl_grpo_step_s": round(trl, 3) if trl else None,
-        "trapo_over_grpo": round(statistics.median(ratios), 3) if ratios else ratio(t, g),
-        "ours_over_trl": ratio(g, trl),
+        "trapo_over_grpo": fixed("trapo_over_grpo", t, g),
+        "ours_over_trl": fixed("ours_over_trl", g, trl),
         "ours_over_trl_real": ratio(step("real", "ours_grpo"), step("real", "trl_grpo")),
         "grade_items_per_s": {k: round(grading[k], 1) for k in ("grader", "math_verify") if k in grading},
     }
@@ -333,9 +346,7 @@ def main(argv=None) -> dict:
     for setting in [s.strip() for s in args.settings.split(",") if s.strip()]:
         results["settings"][setting] = run_setting(setting, args)
         if setting == "fixed":
-            systems = results["settings"]["fixed"]["systems"]
-            own = round(systems["ours_trapo"]["step_s"] / systems["ours_grpo"]["step_s"], 3)
-            results["fixed_ratios"] = fixed_ratios(args, own)
+            results["fixed_ratios"] = fixed_ratios(args, results["settings"]["fixed"]["systems"])
     if args.grade_items > 0:
         results["grading"] = grading_throughput(args.grade_items, workers=max(1, args.threads))
         log(f"grading: {results['grading']}")

@@ -54,12 +54,11 @@ def write_report(path: Path, results: dict, head: dict, args) -> None:
         val = round(real["ours_trapo"]["step_s"] / real["ours_grpo"]["step_s"], 3)
         lines.append(f"| TRAPO / GRPO on `real` (not in the JSON line) | {val} | ≤ {TARGETS['trapo_over_grpo']} | "
                      f"{'yes' if val <= TARGETS['trapo_over_grpo'] else 'no'} |")
-    ratios = results.get("fixed_ratios") or []
-    if len(ratios) > 1:
-        lines += ["", f"`trapo_over_grpo` is the median of the TRAPO/GRPO step ratios on `fixed` in {len(ratios)} "
-                  f"processes (this one first, then fresh ones timing those two systems alone): "
-                  f"{', '.join(str(r) for r in ratios)}. A process's ratio carries a bias of its own, wider than "
-                  "the spread of its steps."]
+    for key, values in (results.get("fixed_ratios") or {}).items():
+        if len(values) > 1:
+            lines += ["", f"`{key}` is the median of its ratio on `fixed` in {len(values)} processes (this one first, "
+                      f"then fresh ones timing the systems on `fixed` alone): {', '.join(str(r) for r in values)}. "
+                      "A process's ratio carries a bias of its own, wider than the spread of its steps."]
     lines += ["", "`trapo_over_grpo` in the JSON line is measured on `fixed`, where a random model makes TRAPO guide "
               "every prompt to the last level (its largest extra work); the row above is the embedded default, "
               "where guidance follows the model's real rewards. Engine design and the measured effect of each "

@@ -40,10 +40,11 @@ def test_quick_benchmark_prints_the_summary(tmp_path):
     assert "python experiments/benchmark.py --quick" in text and ", trl " in text
     assert "peak RSS" in text and "| ours_trapo |" in text and "| trl_grpo |" in text
     # the headline ratio is the median over this process and a fresh one, both listed
-    assert "TRAPO/GRPO in fresh process 1:" in proc.stdout
-    line = next(x for x in text.splitlines() if "step ratios on `fixed` in 2 processes" in x)
-    listed = [float(r) for r in line.split("alone): ")[1].split(". ")[0].split(", ")]
-    assert len(listed) == 2 and result["trapo_over_grpo"] == round(sum(listed) / 2, 3)
+    assert "[fixed] fresh process 1: trapo_over_grpo" in proc.stdout
+    for key in ("trapo_over_grpo", "ours_over_trl"):  # each the median over this process and a fresh one
+        line = next(x for x in text.splitlines() if f"`{key}` is the median of its ratio on `fixed` in 2 processes" in x)
+        listed = [float(r) for r in line.split("alone): ")[1].split(". ")[0].split(", ")]
+        assert len(listed) == 2 and result[key] == round(sum(listed) / 2, 3), (key, listed, result[key])
 
 
 @pytest.mark.slow
