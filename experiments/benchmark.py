@@ -229,11 +229,19 @@ def fixed_ratios(args, systems: dict) -> dict[str, list[float]]:
            "--ratio-processes", "1", "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + (["--no-trl"] if args.no_trl else [])
     for i in range(args.ratio_processes - 1):
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-        head = json.loads(out.stdout.strip().splitlines()[-1])
-        for k in ratios:
-            ratios[k].append(head[k])
-        log(f"[fixed] fresh process {i + 1}: " + ", ".join(f"{k} {v[-1]}" for k, v in ratios.items()))
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        try:  # a failed process loses its own ratios only, not the measurements made before it
+            head = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+            values = {k: float(head[k]) for k in ratios} if head else None
+        except (IndexError, ValueError, KeyError, TypeError):
+            values = None
+        if values is None:
+            log(f"[fixed] fresh process {i + 1} failed (exit {out.returncode}); its ratios are left out:\n"
+                + (out.stderr or out.stdout)[-2000:])
+            continue
+        for k, v in values.items():
+            ratios[k].append(v)
+        log(f"[fixed] fresh process {i + 1}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
     return ratios
 
 
