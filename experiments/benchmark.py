@@ -221,10 +221,8 @@ FIXED_RATIOS = {"trapo_over_grpo": ("ours_trapo", "ours_grpo"), "ours_over_trl":
 
 def fixed_ratios(args, systems: dict) -> dict[str, list[float]]:
     """The headline's ratios on `fixed` (FIXED_RATIOS) in this process and in `--ratio-processes` - 1 fresh ones."""
-    def own(a, b):
-        return round(systems[a]["step_s"] / systems[b]["step_s"], 3) if a in systems and b in systems else None
-
-    ratios = {k: [own(a, b)] for k, (a, b) in FIXED_RATIOS.items() if own(a, b) is not None}
+    ratios = {k: [round(systems[a]["step_s"] / systems[b]["step_s"], 3)]
+              for k, (a, b) in FIXED_RATIOS.items() if a in systems and b in systems}
     cmd = [sys.executable, __file__, "--settings", "fixed", "--grade-items", "0", "--no-rss-probe", "--out", "",
            "--ratio-processes", "1", "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + (["--no-trl"] if args.no_trl else [])
@@ -302,15 +300,15 @@ def headline(results: dict) -> dict:
     grading = results.get("grading", {})
     ratios = results.get("fixed_ratios", {})
 
-    def fixed(key, a, b):  # the median over processes where measured there, else this process's ratio
-        return round(statistics.median(ratios[key]), 3) if ratios.get(key) else ratio(a, b)
+    def fixed(key):  # the median over the processes that measured it (main() fills fixed_ratios with `fixed`)
+        return round(statistics.median(ratios[key]), 3) if ratios.get(key) else None
 
     return {
         "ours_grpo_step_s": round(g, 3) if g else None,
         "ours_trapo_step_s": round(t, 3) if t else None,
         "trl_grpo_step_s": round(trl, 3) if trl else None,
-        "trapo_over_grpo": fixed("trapo_over_grpo", t, g),
-        "ours_over_trl": fixed("ours_over_trl", g, trl),
+        "trapo_over_grpo": fixed("trapo_over_grpo"),
+        "ours_over_trl": fixed("ours_over_trl"),
         "ours_over_trl_real": ratio(step("real", "ours_grpo"), step("real", "trl_grpo")),
         "grade_items_per_s": {k: round(grading[k], 1) for k in ("grader", "math_verify") if k in grading},
     }

@@ -1,6 +1,8 @@
 """The direct decode step (trapo.engines.decode_step) gives bitwise the logits of the model call it replaces, on
 both cache layouts the sampler uses, with and without left padding; models it cannot stand in for keep the call."""
 
+import contextlib
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -44,10 +46,8 @@ def prefill(model, prompts, samples_per_input: int, shared: bool, new_tokens: in
 @torch.no_grad()
 def decode_logits(model, prompts, *, direct: bool, shared: bool, steps: int = 6):
     cache, attn, pos, logits, length = prefill(model, prompts, 3, shared, steps)
-    step = decode_step.make(model) if direct else None
     out = []
-    route = shared_prefix.active(model, cache) if shared else torch.no_grad()
-    with route:
+    with shared_prefix.active(model, cache) if shared else contextlib.nullcontext():
         if direct:  # made inside the route as the sampler makes it
             step = decode_step.make(model)
             assert step is not None

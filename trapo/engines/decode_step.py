@@ -37,10 +37,9 @@ def supported(model) -> bool:
     replaces."""
     if type(model).__name__ not in CLASSES or not type(model).__module__.startswith("transformers."):
         return False
-    cfg = model.config
-    if cfg._attn_implementation not in ("sdpa", shared_prefix.NAME):
+    if model.config._attn_implementation not in ("sdpa", shared_prefix.NAME):
         return False
-    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+    if not shared_prefix.full_attention(model):
         return False
     return not any(_hooked(m) for m in (model, model.model, *model.model.layers))
 

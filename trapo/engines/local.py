@@ -29,8 +29,8 @@ from typing import Sequence
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from trapo.engines import shared_prefix
 from trapo.engines.optim import MasterWeightAdamW, make_optimizer
-from trapo.engines.sampling import _full_attention
 from trapo.engines.sampling import sample as sample_tokens
 from trapo.rl_step import TOKEN_SUMS, LossSettings, TokenBatch, batch_loss, token_sums
 from trapo.rollout import Sample
@@ -194,7 +194,7 @@ def lm_head(model) -> torch.Tensor:
     if getattr(head, "bias", None) is not None or scaled:
         raise ValueError(f"the local engine's update needs logits = lm_head(hidden) without bias or scaling; "
                          f"{type(model).__name__} has {scaled or 'a bias'}")
-    if not _full_attention(model):  # the prompts' cache (_PrefixLayer) has no sliding window
+    if not shared_prefix.full_attention(model):  # the prompts' cache (_PrefixLayer) has no sliding window
         raise ValueError(f"the local engine's update needs full attention in every layer; {type(model).__name__} "
                          f"has {sorted(set(cfg.layer_types))}")
     return head.weight

@@ -36,15 +36,9 @@ SHARED_PREFIX_MIN_SAMPLES = 4
 DROP_FRACTION = 0.25
 
 
-def _full_attention(model) -> bool:
-    cfg = model.config.get_text_config(decoder=True)
-    layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
-    return all(t == "full_attention" for t in layer_types)
-
-
 def _new_cache(model, capacity: int) -> Cache | None:
     """A preallocated cache for models whose layers all use full attention; None lets the model pick its own."""
-    if not _full_attention(model):
+    if not shared_prefix.full_attention(model):
         return None
     return Cache(layers=[PreallocatedLayer(capacity) for _ in range(model.config.get_text_config(decoder=True).num_hidden_layers)])
 

@@ -161,13 +161,18 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 AttentionInterface.register(NAME, shared_prefix_attention)
 
 
+def full_attention(model) -> bool:
+    """Every layer attends over the whole sequence (no sliding window): what the caches here hold."""
+    cfg = model.config.get_text_config(decoder=True)
+    layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+    return all(t == "full_attention" for t in layer_types)
+
+
 def supported(model) -> bool:
     """Full attention in every layer, and attention layers that go through transformers' attention interface
     (the only way this function is reached; a model that bypasses it must not get this cache)."""
-    cfg = model.config.get_text_config(decoder=True)
-    layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
     can_route = getattr(type(model), "_can_set_attn_implementation", None)
-    return all(t == "full_attention" for t in layer_types) and bool(can_route and can_route())
+    return full_attention(model) and bool(can_route and can_route())
 
 
 @contextmanager
