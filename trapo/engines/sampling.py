@@ -10,7 +10,7 @@ Where the time went on a CPU decides the design (measurements: docs/performance.
   generation where each step writes its token in place. The default cache concatenates (copies) all of K and
   V at every token, which was 40% of a decode step.
 - A decode step of a Llama or Qwen2 model calls its layers directly (trapo.engines.decode_step): with few rows
-  the model call's own per-call work was a fifth of the step.
+  the model call's own per-call work was about a sixth of the step (10-32 rows, docs/performance.md).
 - Rows that emitted EOS stop costing compute: they are dropped from the batch and the cache once enough of
   them have finished to pay for the copy that drops them (`DROP_FRACTION`).
 """
