@@ -96,9 +96,11 @@ def compare(a: str, b: str, avg_by_seed: Mapping[str, Sequence[float | None]],
     p_lo, p_hi, n_prob = prob if prob is not None else (float("nan"), float("nan"), 0)
     above = p_lo > 0 and s_lo > 0
     below = p_hi < 0 and s_hi < 0
+    # no seed has both rows: nothing was compared (a partial table), which is not a tie
+    verdict = "not made" if not pairs else f"{a} > {b}" if above else f"{a} < {b}" if below else "not resolved"
     return {"a": a, "b": b, "diff": diff, "problems_lo": p_lo, "problems_hi": p_hi, "seeds_lo": s_lo,
             "seeds_hi": s_hi, "n_seeds": len(pairs), "n_problems": n_prob,
-            "verdict": f"{a} > {b}" if above else f"{a} < {b}" if below else "not resolved"}
+            "verdict": verdict}
 
 
 def pairs_to_check(main_order: Sequence[str], ablation: Sequence[str], alphas: Sequence[str]) -> list[tuple[str, str]]:
@@ -140,7 +142,7 @@ def markdown(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     lines = ["| a | b | a - b (points) | 95% over problems | 95% over seeds | seeds | problems a split | holds |",
              "|---|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
-        holds = r["verdict"] if r["verdict"] != "not resolved" else "no: not resolved"
+        holds = r["verdict"] if r["verdict"] not in ("not resolved", "not made") else f"no: {r['verdict']}"
         lines.append(f"| {name(r['a'])} | {name(r['b'])} | {f(r['diff'])} | [{f(r['problems_lo'])}, "
                      f"{f(r['problems_hi'])}] | [{f(r['seeds_lo'])}, {f(r['seeds_hi'])}] | {r['n_seeds']} | "
                      f"{r['n_problems'] or ''} | {holds} |")
@@ -154,8 +156,8 @@ def document(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
 
 def holds_in(df: pd.DataFrame):
     """holds(a, b) for the README's sentences: True when "a > b" holds, False when the pair was checked and it does
-    not, None when the pair was not checked."""
-    verdicts = {(r["a"], r["b"]): r["verdict"] for r in df.to_dict("records")}
+    not, None when the pair was not checked or a row has no runs yet."""
+    verdicts = {(r["a"], r["b"]): r["verdict"] for r in df.to_dict("records") if r["verdict"] != "not made"}
 
     def holds(a: str, b: str) -> bool | None:
         if (a, b) in verdicts:
@@ -169,8 +171,9 @@ def holds_in(df: pd.DataFrame):
 def sentences(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> list[str]:
     """One line for the README: which orderings hold and which do not."""
     name = (lambda m: (labels or {}).get(m, m))
-    held = [r for r in df.to_dict("records") if r["verdict"] != "not resolved"]
+    held = [r for r in df.to_dict("records") if r["verdict"] not in ("not resolved", "not made")]
     open_ = [r for r in df.to_dict("records") if r["verdict"] == "not resolved"]
+    unmade = [r for r in df.to_dict("records") if r["verdict"] == "not made"]
     out = []
     if held:
         out.append("Orderings that hold (both 95% intervals of the difference, over problems and over seeds, exclude "
@@ -179,4 +182,7 @@ def sentences(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> list
     if open_:
         out.append("Not resolved (an interval includes zero, so the tables do not rank these): "
                    + "; ".join(f"{name(r['a'])} vs {name(r['b'])} ({r['diff']:+.1f})" for r in open_) + ".")
+    if unmade:
+        out.append("Not checked yet (a row has no seed made): "
+                   + "; ".join(f"{name(r['a'])} vs {name(r['b'])}" for r in unmade) + ".")
     return out

@@ -249,7 +249,7 @@ def write_outputs(rcfg, command: str, jobs: list[Job], index: Mapping[tuple[str,
         "comparison": (readme.smoke_caveat(str(rcfg.preset)) + readme.compare_main(main, holds)
                        + readme.compare_ablation(abl, holds)),
         "orderings": orderings,
-        "notes": _notes(rcfg, real),
+        "notes": _notes(rcfg, real, jobs[0].cfg.model if jobs else None),
     }
     if manifest["n_missing"]:
         manifest["notes"].append(f"{manifest['n_missing']} runs were not found and not trained (missing=skip): "
@@ -319,13 +319,16 @@ def _figures(rcfg, out: Path, jobs, index, results, alpha_df, of_label) -> list[
     return made
 
 
-def _notes(rcfg, real: bool) -> list[str]:
+def _notes(rcfg, real: bool, model=None) -> list[str]:
     notes = [f"The paper's numbers: {paper.SOURCE}, as listed in TRAPO-SPEC.md (experiments/report/paper_numbers.py); "
              "Table 1 states per-benchmark scores for TRAPO only."]
     if not real:
-        notes.append(f"preset={rcfg.preset} is a miniature: a ~1M-parameter model on synthetic arithmetic problems; "
-                     "the evaluation splits stepsN (N-step problems) stand in for the five math benchmarks, so only "
-                     "orderings and the ablation's shape are comparable with the paper, not values.")
+        # the runs' own model says what was trained (smollm2 is a real LM on the synthetic task, not a miniature)
+        what = ("a miniature: a ~1M-parameter model built here" if model is None or model.get("kind") == "tiny"
+                else f"the pretrained {model.get('name')} (a real LM, not the paper's 7B)")
+        notes.append(f"preset={rcfg.preset} trains {what}, on the project's synthetic problems; the evaluation "
+                     "splits stepsN (N-step problems) stand in for the five math benchmarks, so only orderings and "
+                     "the ablation's shape are comparable with the paper, not values.")
     else:
         notes.append("The paper's AMC column is AMC 2022+2023 (83 problems); amc23 here is the 40-problem AMC23 set.")
     notes.append("Guidance levels of LUFFY are not shown: it has no adaptive prefixes (its reference solution is "

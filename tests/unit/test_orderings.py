@@ -141,3 +141,34 @@ def test_the_ablation_sentence_needs_grpo_to_say_whether_mg_sft_collapses():
         lines = readme.compare_ablation(chain, holds)
         assert any(says in s for s in lines), (verdict, lines)
         assert not any("reproduced" in s for s in lines) or verdict != "not resolved"
+
+
+def test_a_pair_with_a_row_not_made_is_not_checked_rather_than_unresolved():
+    """results/smollm2 listed "TRAPO vs SFT (+nan)" among the orderings "not resolved" while SFT had no run at all:
+    a pair no seed has both rows of was never compared, and says so apart from real ties."""
+    ids = [str(i) for i in range(100)]
+    a = [{"s": {i: 1.0 for i in ids}}, {"s": {i: 1.0 for i in ids}}]
+    r = od.compare("a", "b", {"a": [60.0, 61.0], "b": [None, None]}, {"a": a, "b": [None, None]}, ["s"])
+    assert r["verdict"] == "not made" and r["n_seeds"] == 0
+    tied = od.compare("a", "c", {"a": [60.0, 61.0], "c": [60.5, 60.0]}, {"a": a, "c": a}, ["s"], n_boot=200)
+    assert tied["verdict"] == "not resolved"
+    df = od.frame([r, tied])
+    lines = od.sentences(df)
+    assert any(s.startswith("Not resolved") and "a vs c" in s and "a vs b" not in s for s in lines), lines
+    assert any(s.startswith("Not checked yet") and "a vs b" in s and "nan" not in s for s in lines), lines
+    assert "no: not made" in od.markdown(df)
+    holds = od.holds_in(df)
+    assert holds("a", "b") is None and holds("a", "c") is False
+
+
+def test_the_notes_say_which_model_the_preset_trains():
+    """results/smollm2's notes called SmolLM2-135M "a ~1M-parameter model": the note now comes from the runs' model."""
+    from omegaconf import OmegaConf
+
+    from experiments.report.pipeline import _notes
+
+    rcfg = OmegaConf.create({"preset": "smollm2"})
+    real_lm = " ".join(_notes(rcfg, False, OmegaConf.create({"kind": "gguf", "name": "smollm2-135m-instruct"})))
+    assert "smollm2-135m-instruct" in real_lm and "1M-parameter" not in real_lm
+    tiny = " ".join(_notes(OmegaConf.create({"preset": "mini"}), False, OmegaConf.create({"kind": "tiny"})))
+    assert "~1M-parameter" in tiny and "miniature" in tiny
