@@ -212,8 +212,17 @@ def run_setting(setting: str, args) -> dict:
 def rss_probe(args) -> dict:
     """Peak RSS of our GRPO and TRAPO steps on the default run's setting, alone in a fresh process."""
     cmd = [sys.executable, __file__, "--rss-child", "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    try:  # a failed probe loses the probe only, not the timings measured before it
+        probe = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+        if probe is not None and "peak_rss_mb" not in probe:
+            probe = None
+    except (IndexError, ValueError):
+        probe = None
+    if probe is None:
+        log(f"RSS probe failed (exit {out.returncode}); the report says so:\n" + (out.stderr or out.stdout)[-2000:])
+        return {"failed": f"exit {out.returncode}"}
+    return probe
 
 
 FIXED_RATIOS = {"trapo_over_grpo": ("ours_trapo", "ours_grpo"), "ours_over_trl": ("ours_grpo", "trl_grpo")}

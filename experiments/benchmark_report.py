@@ -117,7 +117,9 @@ def write_report(path: Path, results: dict, head: dict, args) -> None:
                   f"**{gr['math_verify']:.0f} items/s** (right: {gr['math_verify_accuracy']:.0%})."]
     lines += ["", "## Memory", ""]
     rss = results.get("rss_probe")
-    if rss:
+    if rss and "failed" in rss:
+        lines.append(f"The RSS probe (our steps alone in a fresh process) failed ({rss['failed']}): not measured.")
+    elif rss:
         lines += [f"Our GRPO and TRAPO steps on the default run's setting, alone in a fresh process: peak RSS "
                   f"**{rss['peak_rss_mb']:.0f} MiB** (after imports {rss['after_imports_mb']:.0f} MiB, after model "
                   f"and data {rss['after_model_and_data_mb']:.0f} MiB). Full-vocabulary logits exist for one micro-batch "

@@ -51,3 +51,19 @@ def test_a_failed_fresh_process_loses_only_its_own_ratios(monkeypatch, capsys):
     assert ratios == {"trapo_over_grpo": [1.1, 1.0], "ours_over_trl": [0.8, 0.9]}
     out = capsys.readouterr().out
     assert "fresh process 1 failed (exit 1)" in out and "boom" in out and "fresh process 3 failed" in out
+
+
+def test_a_failed_rss_probe_loses_only_the_probe(monkeypatch, capsys, tmp_path):
+    """The probe ran with check=True: its failure raised after every timing was made, and nothing was written."""
+    from experiments import benchmark_report
+
+    for answer in (1, {"unexpected": 1}):
+        run, calls = fake_children([answer])
+        monkeypatch.setattr(benchmark.subprocess, "run", run)
+        probe = benchmark.rss_probe(args(1))
+        assert probe == {"failed": "exit 1" if answer == 1 else "exit 0"} and "--rss-child" in calls[0]
+    assert "RSS probe failed (exit 1)" in capsys.readouterr().out
+    run, _ = fake_children([{"peak_rss_mb": 900.0, "after_imports_mb": 300.0, "after_model_and_data_mb": 400.0,
+                             "largest_logits_mb": 1.5}])
+    monkeypatch.setattr(benchmark.subprocess, "run", run)
+    assert benchmark.rss_probe(args(1))["peak_rss_mb"] == 900.0
