@@ -111,3 +111,27 @@ def test_models_the_step_cannot_stand_in_for_keep_the_model_call():
                                            num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
                                            sliding_window=4, max_window_layers=0, attn_implementation="sdpa"))
     assert not decode_step.supported(sliding)
+
+
+def test_the_decode_step_benchmark_times_both_ways_and_refuses_different_logits(monkeypatch, capsys):
+    """experiments/benchmark_decode_step.py, the source of docs/performance.md's per-step numbers: it prints each
+    row count's two times, and stops when the direct step's logits are not the model call's."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from experiments import benchmark_decode_step as bench
+
+    out = bench.main(["--quick", "--threads", "1"])
+    assert set(out) == {4, 16} and all(v["call_ms"] > 0 and v["direct_ms"] > 0 for v in out.values())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["16"]["ratio"] == out[16]["ratio"]
+
+    real_make = decode_step.make
+
+    def perturbed(model):
+        step = real_make(model)
+        return lambda *a: step(*a) + 1e-6
+    monkeypatch.setattr(decode_step, "make", perturbed)
+    with pytest.raises(SystemExit, match="differ from the model call"):
+        bench.main(["--quick", "--threads", "1"])

@@ -3,7 +3,8 @@
 With few rows a CPU decode step is mostly fixed cost, and TRAPO's later micro-group rounds run many such steps
 (16, 32 rows against GRPO's 128: docs/performance.md). Part of that cost is what a model call does besides its
 layers on every token: building the attention mask, output capture, keyword plumbing, the output dataclass
-(~0.7-1 ms of a 4-7 ms step for the benchmark's 3M-parameter model at 10-32 rows, 2 threads).
+(~0.4-0.8 ms of a 4-8 ms step for the benchmark's 3M-parameter model at 10-32 rows, 2 threads:
+`python experiments/benchmark_decode_step.py`, docs/performance.md).
 
 `make(model)` returns a step that calls the model's own modules in the model's order, with the model's own
 rotary and attention functions and the mask transformers would build, so its logits are bitwise those of
