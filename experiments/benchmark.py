@@ -209,18 +209,27 @@ def run_setting(setting: str, args) -> dict:
             "systems": summary}
 
 
+def child_json(cmd: list[str]) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """Run a fresh process of this script; its last stdout line as JSON, or None when it failed (a failed child
+    loses its own numbers only, not the measurements made before it)."""
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    try:
+        data = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+    except (IndexError, ValueError):
+        data = None
+    return (data if isinstance(data, dict) else None), out
+
+
+def child_failed(what: str, out: subprocess.CompletedProcess, then: str) -> None:
+    log(f"{what} failed (exit {out.returncode}); {then}:\n" + (out.stderr or out.stdout)[-2000:])
+
+
 def rss_probe(args) -> dict:
     """Peak RSS of our GRPO and TRAPO steps on the default run's setting, alone in a fresh process."""
     cmd = [sys.executable, __file__, "--rss-child", "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    try:  # a failed probe loses the probe only, not the timings measured before it
-        probe = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
-        if probe is not None and "peak_rss_mb" not in probe:
-            probe = None
-    except (IndexError, ValueError):
-        probe = None
-    if probe is None:
-        log(f"RSS probe failed (exit {out.returncode}); the report says so:\n" + (out.stderr or out.stdout)[-2000:])
+    probe, out = child_json(cmd)
+    if probe is None or "peak_rss_mb" not in probe:
+        child_failed("RSS probe", out, "the report says so")
         return {"failed": f"exit {out.returncode}"}
     return probe
 
@@ -236,15 +245,13 @@ def fixed_ratios(args, systems: dict) -> dict[str, list[float]]:
            "--ratio-processes", "1", "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + (["--no-trl"] if args.no_trl else [])
     for i in range(args.ratio_processes - 1):
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        try:  # a failed process loses its own ratios only, not the measurements made before it
-            head = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+        head, out = child_json(cmd)
+        try:
             values = {k: float(head[k]) for k in ratios} if head else None
-        except (IndexError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             values = None
         if values is None:
-            log(f"[fixed] fresh process {i + 1} failed (exit {out.returncode}); its ratios are left out:\n"
-                + (out.stderr or out.stdout)[-2000:])
+            child_failed(f"[fixed] fresh process {i + 1}", out, "its ratios are left out")
             continue
         for k, v in values.items():
             ratios[k].append(v)

@@ -6,8 +6,8 @@
 On the benchmark's `fixed` model (experiments/benchmark.py: a 3.0M-parameter Qwen2-style model, random weights):
 for each row count, prefill a 32-token prompt per row, then time `--steps` greedy decode steps with each of the two
 ways side by side on two caches (which goes first alternates each step), `--repeats` times with fresh prompts. A
-way's time is the median of its steps. The logits of the two ways are checked equal bit for bit on every step. The last line
-printed is one JSON object: {rows: {"call_ms", "direct_ms", "ratio"}}.
+way's time is the median of its steps. The logits of the two ways are checked equal bit for bit on every step. The
+last line printed is one JSON object: {rows: {"call_ms", "direct_ms", "ratio"}}.
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ def main(argv=None) -> dict:
     from experiments.benchmark import fixed_setting
     from trapo.engines import decode_step
 
-    model, tok, _ = fixed_setting(args.quick, 1)
+    model, _, _ = fixed_setting(args.quick, 1)
     step_fn = decode_step.make(model)
     if step_fn is None:
         raise SystemExit(f"{type(model).__name__} has no direct decode step (trapo.engines.decode_step.supported)")
     vocab = model.config.vocab_size
     out = {}
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.threads} threads, "
-          f"{args.prompt_tokens}-token prefill, {args.steps} decode steps, medians of {args.repeats} x {args.steps} paired steps")
+          f"{args.prompt_tokens}-token prefill, medians of {args.repeats} x {args.steps} paired decode steps")
     print(f"{'rows':>5} {'model call ms':>14} {'direct ms':>10} {'direct/call':>12}")
     for rows in [int(r) for r in args.rows.split(",")]:
         times = {"call": [], "direct": []}

@@ -25,6 +25,10 @@ row b, in points of the average over the evaluation splits) exclude zero on one 
   seeds (wide with three seeds: t = 4.30)."""
 
 
+# verdicts that rank nothing: an interval includes zero, or no seed has both rows
+UNRANKED = ("not resolved", "not made")
+
+
 def per_problem(run_dir: Path | None, splits: Sequence[str]) -> dict[str, dict[str, float]] | None:
     """{split: {problem id: mean correctness over its samples}} from a run dir's eval rows, or None."""
     if run_dir is None:
@@ -142,7 +146,7 @@ def markdown(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     lines = ["| a | b | a - b (points) | 95% over problems | 95% over seeds | seeds | problems a split | holds |",
              "|---|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
-        holds = r["verdict"] if r["verdict"] not in ("not resolved", "not made") else f"no: {r['verdict']}"
+        holds = r["verdict"] if r["verdict"] not in UNRANKED else f"no: {r['verdict']}"
         lines.append(f"| {name(r['a'])} | {name(r['b'])} | {f(r['diff'])} | [{f(r['problems_lo'])}, "
                      f"{f(r['problems_hi'])}] | [{f(r['seeds_lo'])}, {f(r['seeds_hi'])}] | {r['n_seeds']} | "
                      f"{r['n_problems'] or ''} | {holds} |")
@@ -171,7 +175,7 @@ def holds_in(df: pd.DataFrame):
 def sentences(df: pd.DataFrame, labels: Mapping[str, str] | None = None) -> list[str]:
     """One line for the README: which orderings hold and which do not."""
     name = (lambda m: (labels or {}).get(m, m))
-    held = [r for r in df.to_dict("records") if r["verdict"] not in ("not resolved", "not made")]
+    held = [r for r in df.to_dict("records") if r["verdict"] not in UNRANKED]
     open_ = [r for r in df.to_dict("records") if r["verdict"] == "not resolved"]
     unmade = [r for r in df.to_dict("records") if r["verdict"] == "not made"]
     out = []

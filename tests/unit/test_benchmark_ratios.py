@@ -53,10 +53,8 @@ def test_a_failed_fresh_process_loses_only_its_own_ratios(monkeypatch, capsys):
     assert "fresh process 1 failed (exit 1)" in out and "boom" in out and "fresh process 3 failed" in out
 
 
-def test_a_failed_rss_probe_loses_only_the_probe(monkeypatch, capsys, tmp_path):
+def test_a_failed_rss_probe_loses_only_the_probe(monkeypatch, capsys):
     """The probe ran with check=True: its failure raised after every timing was made, and nothing was written."""
-    from experiments import benchmark_report
-
     for answer in (1, {"unexpected": 1}):
         run, calls = fake_children([answer])
         monkeypatch.setattr(benchmark.subprocess, "run", run)
